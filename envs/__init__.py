@@ -1,0 +1,35 @@
+"""Task distributions for MAML, registered with gymnasium under the ``rllib_maml/`` namespace.
+
+Installed as ``rllib_maml.envs``; importing :mod:`rllib_maml` registers every env.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, NamedTuple
+
+import gymnasium as gym
+
+
+class EnvEntry(NamedTuple):
+    """One registered task distribution: gymnasium id, entry point and horizon."""
+
+    entry_point: str
+    max_episode_steps: int
+
+
+#: gymnasium id -> (entry point, horizon). The README's env table lists the same.
+ENVS: Dict[str, EnvEntry] = {
+    "rllib_maml/Navigation2D-v0": EnvEntry("rllib_maml.envs.navigation2d:Navigation2DEnv", 100),
+    "rllib_maml/PendulumMass-v0": EnvEntry("rllib_maml.envs.pendulum_mass:PendulumMassEnv", 200),
+}
+
+
+def register_envs() -> None:
+    """Registers every env in :data:`ENVS` with gymnasium (idempotent)."""
+    for env_id, entry in ENVS.items():
+        if env_id not in gym.registry:
+            gym.register(
+                env_id,
+                entry_point=entry.entry_point,
+                max_episode_steps=entry.max_episode_steps,
+            )

@@ -1,0 +1,222 @@
+"""``MAML``: the Algorithm. Its ``training_step`` only coordinates runners and Learner."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS,
+    EPISODE_LEN_MEAN,
+    EPISODE_RETURN_MEAN,
+    LEARNER_RESULTS,
+    NUM_ENV_STEPS_SAMPLED,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    NUM_EPISODES,
+    NUM_EPISODES_LIFETIME,
+)
+
+from rllib_maml.maml_config import MAMLConfig
+from rllib_maml.rollouts import TaskRollout, mean_return
+from rllib_maml.runner_hooks import sample_task
+from rllib_maml.task_env import make_task_env
+
+logger = logging.getLogger(__name__)
+
+MAML_RESULTS = "maml"
+#: How often one adaptation round may lose runners before the iteration fails.
+MAX_SAMPLING_RETRIES = 3
+
+
+def adaptation_metrics(rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, Any]:
+    """Mean returns per adaptation step, ``adaptation_delta`` and, for grouped tasks, ``per_task``.
+
+    ``rollouts[i][k]`` is task ``i`` at step ``k``. Key ``episode_return_mean_adapt_0``
+    is before adaptation, ``..._adapt_k`` after ``k`` inner steps.
+    """
+    num_steps = len(rollouts[0])
+
+    def curve(task_rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, float]:
+        means = [mean_return([r[k] for r in task_rollouts]) for k in range(num_steps)]
+        out = {f"episode_return_mean_adapt_{k}": m for k, m in enumerate(means)}
+        out["adaptation_delta"] = means[-1] - means[0]
+        return out
+
+    metrics = curve(rollouts)
+    groups = sorted({r[0].group for r in rollouts if r[0].group is not None})
+    if groups:
+        metrics["per_task"] = {g: curve([r for r in rollouts if r[0].group == g]) for g in groups}
+    return metrics
+
+
+class MAML(Algorithm):
+    """Model-Agnostic Meta-Learning (Finn et al., 2017) with PPO inner loops.
+
+    One iteration (``training_step``):
+
+    1. sample ``meta_batch_size`` tasks from the env's task distribution;
+    2. sample ``episodes_per_task`` episodes per task with theta (step 0);
+    3. for ``k = 1..inner_adaptation_steps``: the Learner computes ``theta'_i`` (one
+       more inner step on task ``i``'s latest data), the task's runner loads it and
+       samples step ``k``;
+    4. the Learner runs ``maml_optimizer_steps`` Adam steps on the meta-loss (PPO
+       clip loss of step ``K`` data under ``theta'_i(theta)``, recomputed
+       differentiably from steps ``0..K-1``, plus a KL penalty); theta is synced to
+       all runners.
+
+    Results: ``env_runners/episode_return_mean`` is the pre-adaptation return;
+    ``maml/episode_return_mean_adapt_{k}`` (k = 0..K) and ``maml/adaptation_delta``
+    give the adaptation curve. ``evaluate_adaptation`` measures it on fresh or given
+    tasks without changing theta.
+    """
+
+    @classmethod
+    def get_default_config(cls) -> AlgorithmConfig:
+        return MAMLConfig()
+
+    def setup(self, config: AlgorithmConfig) -> None:
+        # Check the task interface here, on the driver, before any worker starts.
+        self._task_env = make_task_env(config)
+        self._task_env.reset(seed=config.seed)
+        super().setup(config)
+
+    # --- coordination ------------------------------------------------------------
+    def _learner_call(self, method: str, **kwargs: Any) -> Any:
+        results = self.learner_group.foreach_learner(lambda learner, **kw: getattr(learner, method)(**kw), **kwargs)
+        return next(iter(results)).get()
+
+    def sample_tasks(self, num_tasks: int) -> List[Any]:
+        """Draws ``num_tasks`` tasks from the env's distribution (seeded by ``config.seed``)."""
+        return self._task_env.unwrapped.sample_tasks(num_tasks)
+
+    def _sample_on_runners(self, tasks: Sequence[Any], weights: Sequence[Dict[str, np.ndarray]], step: int) -> List[TaskRollout]:
+        """Samples every task at adaptation step ``step``, spread over the runners in rounds.
+
+        A task whose runner fails is sampled again after the runners are restored, so
+        no task's data is silently dropped.
+        """
+        group = self.env_runner_group
+        rollouts: Dict[int, TaskRollout] = {}
+        pending = list(range(len(tasks)))
+        failures = 0
+        while pending:
+            runner_ids = group.healthy_worker_ids() if group.num_remote_env_runners() > 0 else [None]
+            if not runner_ids:
+                runner_ids = [None] if self.env_runner is not None else []
+            if not runner_ids:
+                raise RuntimeError("MAML has no healthy EnvRunner left to sample tasks on.")
+            this_round, pending = pending[: len(runner_ids)], pending[len(runner_ids):]
+            hooks = [
+                functools.partial(
+                    sample_task,
+                    task_index=i,
+                    step=step,
+                    task=tasks[i],
+                    weights=weights[i],
+                    num_episodes=self.config.episodes_per_task,
+                )
+                for i in this_round
+            ]
+            if runner_ids == [None]:
+                results = [hook(self.env_runner) for hook in hooks]
+            else:
+                results = group.foreach_env_runner(
+                    hooks, local_env_runner=False, remote_worker_ids=runner_ids[: len(hooks)]
+                )
+            for rollout in results:
+                if isinstance(rollout, TaskRollout):
+                    rollouts[rollout.task_index] = rollout
+            lost = [i for i in this_round if i not in rollouts]
+            if lost:
+                failures += 1
+                if failures > MAX_SAMPLING_RETRIES:
+                    raise RuntimeError(
+                        f"Sampling tasks {lost} at adaptation step {step} failed {failures} times; giving up."
+                    )
+                logger.warning("EnvRunners failed on tasks %s (step %d); restoring and resampling.", lost, step)
+                self.restore_env_runners(group)
+                pending = lost + pending
+        return [rollouts[i] for i in range(len(tasks))]
+
+    def _sample_adaptation(self, tasks: Sequence[Any], num_steps: int) -> List[List[TaskRollout]]:
+        """``rollouts[i][k]``: task ``i`` sampled after ``k`` inner steps, for k = 0..num_steps."""
+        theta = self._learner_call("theta_weights")
+        weights: Sequence[Dict[str, np.ndarray]] = [theta] * len(tasks)
+        rollouts: List[List[TaskRollout]] = [[] for _ in tasks]
+        for step in range(num_steps + 1):
+            if step > 0:
+                weights = self._learner_call("adapted_weights", rollouts=rollouts)
+            for rollout in self._sample_on_runners(tasks, weights, step):
+                rollouts[rollout.task_index].append(rollout)
+        return rollouts
+
+    def _sync_theta_to_runners(self) -> None:
+        self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)
+
+    # --- the iteration -------------------------------------------------------------
+    def training_step(self) -> None:
+        cfg = self.config
+        tasks = self.sample_tasks(cfg.meta_batch_size)
+        rollouts = self._sample_adaptation(tasks, cfg.inner_adaptation_steps)
+        learner_stats = self._learner_call("meta_update", rollouts=rollouts)
+        self._sync_theta_to_runners()
+        self._log_iteration(rollouts, learner_stats)
+
+    def _log_iteration(self, rollouts: List[List[TaskRollout]], learner_stats: Dict[str, float]) -> None:
+        all_rollouts = [r for task_rollouts in rollouts for r in task_rollouts]
+        pre_adaptation = [task_rollouts[0] for task_rollouts in rollouts]
+        env_steps = sum(r.num_env_steps for r in all_rollouts)
+        num_episodes = sum(len(r.episode_lens) for r in all_rollouts)
+        runner_stats = {
+            # env_runners/episode_return_mean: the meta-policy's own (pre-adaptation) return.
+            EPISODE_RETURN_MEAN: mean_return(pre_adaptation),
+            EPISODE_LEN_MEAN: float(np.mean(np.concatenate([r.episode_lens for r in pre_adaptation]))),
+        }
+        for key, value in runner_stats.items():
+            self.metrics.log_value((ENV_RUNNER_RESULTS, key), value, window=1)
+        # Step counters cover every adaptation step's samples: they are all paid for.
+        self.metrics.log_value((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED), env_steps, reduce="sum")
+        self.metrics.log_value((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), env_steps, reduce="lifetime_sum")
+        self.metrics.log_value((ENV_RUNNER_RESULTS, NUM_EPISODES), num_episodes, reduce="sum")
+        self.metrics.log_value((ENV_RUNNER_RESULTS, NUM_EPISODES_LIFETIME), num_episodes, reduce="lifetime_sum")
+        for key, value in learner_stats.items():
+            self.metrics.log_value((LEARNER_RESULTS, key), value, window=1)
+        self._log_nested((MAML_RESULTS,), adaptation_metrics(rollouts))
+
+    def _log_nested(self, prefix: tuple, values: Dict[str, Any]) -> None:
+        for key, value in values.items():
+            if isinstance(value, dict):
+                self._log_nested(prefix + (key,), value)
+            else:
+                self.metrics.log_value(prefix + (key,), value, window=1)
+
+    # --- meta-test -----------------------------------------------------------------
+    def evaluate_adaptation(
+        self, num_tasks: int = 10, num_steps: int = 1, tasks: Optional[Sequence[Any]] = None
+    ) -> Dict[str, Any]:
+        """Adapts copies of theta to tasks and returns the mean return after each inner step.
+
+        Args:
+            num_tasks: how many fresh tasks to draw (ignored when ``tasks`` is given).
+            num_steps: inner adaptation steps (>= 0); each is followed by sampling.
+            tasks: fixed tasks (e.g. a held-out set) to evaluate on instead.
+
+        Returns:
+            ``{"episode_return_mean_adapt_{k}": ..., "adaptation_delta": ...}`` as in the
+            training results (plus ``per_task`` for grouped tasks). Theta is unchanged.
+        """
+        if num_steps < 0 or (tasks is None and num_tasks < 1):
+            raise ValueError(f"evaluate_adaptation needs num_steps >= 0 and num_tasks >= 1, got {num_steps}, {num_tasks}")
+        tasks = list(tasks) if tasks is not None else self.sample_tasks(num_tasks)
+        if not tasks:
+            raise ValueError("evaluate_adaptation got an empty task list")
+        try:
+            rollouts = self._sample_adaptation(tasks, num_steps)
+        finally:
+            self._sync_theta_to_runners()
+        return adaptation_metrics(rollouts)

@@ -1,0 +1,160 @@
+"""``MAMLConfig``: every MAML hyperparameter, documented and validated."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Type
+
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+
+class MAMLConfig(AlgorithmConfig):
+    """Configuration of :class:`rllib_maml.MAML`: MAML with PPO inner loops.
+
+    .. code-block:: python
+
+        from rllib_maml import MAMLConfig
+
+        config = (
+            MAMLConfig()
+            .environment("rllib_maml/Navigation2D-v0")
+            .env_runners(num_env_runners=1, num_envs_per_env_runner=10)
+            .training(meta_batch_size=20, episodes_per_task=10, inner_lr=0.1)
+        )
+        algo = config.build_algo()
+        result = algo.train()
+        print(result["maml"]["adaptation_delta"])
+
+    MAML-specific parameters of :meth:`training` (meaning; valid range; default):
+
+    * ``lr``: the *meta* learning rate, of the Adam meta-optimizer; > 0; ``1e-3``.
+    * ``inner_lr``: step size of each inner adaptation step (plain gradient
+      descent on the PPO surrogate); > 0; ``0.1``.
+    * ``inner_adaptation_steps``: number of inner steps ``K`` (each followed by
+      sampling with the adapted weights); int >= 1; ``1``.
+    * ``maml_optimizer_steps``: meta-optimizer (Adam) steps per iteration on the
+      same data; int >= 1; ``5``.
+    * ``meta_batch_size``: tasks sampled per iteration; int >= 1; ``20``.
+    * ``episodes_per_task``: minimum episodes sampled per task and adaptation
+      step (a runner with ``n`` vector sub-envs returns between this and this +
+      n - 1); int >= 1; ``10``.
+    * ``first_order``: if True, drop the second-order terms (FOMAML: the inner
+      gradient is treated as a constant); bool; ``False``.
+    * ``clip_param``: PPO clip range of the meta-objective; > 0; ``0.3``.
+    * ``kl_coeff``: initial coefficient of the KL penalty that keeps each
+      adaptation step's policy near the policy that sampled its data; adapted
+      towards ``kl_target`` after every iteration; >= 0; ``0.0005``.
+    * ``kl_target``: target KL of that adaptive penalty; > 0; ``0.01``.
+    * ``vf_loss_coeff``: weight of the value loss (inner and outer); >= 0; ``0.5``.
+    * ``entropy_coeff``: weight of the entropy bonus in the meta-objective; >= 0;
+      ``0.0``.
+    * ``lambda_``: GAE lambda; in [0, 1]; ``1.0``.
+    * ``gamma``: discount; in [0, 1]; ``0.99``.
+
+    Defaults of other settings: ``num_envs_per_env_runner=10`` (one task's episodes
+    are sampled in parallel by a runner's vector sub-envs), ``grad_clip=None``.
+    The env must implement the task interface of
+    :class:`rllib_maml.TaskSettableEnv` (``sample_tasks``, ``set_task``,
+    ``get_task``); the algorithm checks this when it is built.
+    """
+
+    def __init__(self, algo_class: Optional[Type] = None) -> None:
+        from rllib_maml.maml import MAML
+
+        super().__init__(algo_class=algo_class or MAML)
+        self.lr = 1e-3
+        self.gamma = 0.99
+        self.num_envs_per_env_runner = 10
+        self.inner_lr = 0.1
+        self.inner_adaptation_steps = 1
+        self.maml_optimizer_steps = 5
+        self.meta_batch_size = 20
+        self.episodes_per_task = 10
+        self.first_order = False
+        self.clip_param = 0.3
+        self.kl_coeff = 0.0005
+        self.kl_target = 0.01
+        self.vf_loss_coeff = 0.5
+        self.entropy_coeff = 0.0
+        self.lambda_ = 1.0
+
+    def training(
+        self,
+        *,
+        inner_lr: Optional[float] = NotProvided,
+        inner_adaptation_steps: Optional[int] = NotProvided,
+        maml_optimizer_steps: Optional[int] = NotProvided,
+        meta_batch_size: Optional[int] = NotProvided,
+        episodes_per_task: Optional[int] = NotProvided,
+        first_order: Optional[bool] = NotProvided,
+        clip_param: Optional[float] = NotProvided,
+        kl_coeff: Optional[float] = NotProvided,
+        kl_target: Optional[float] = NotProvided,
+        vf_loss_coeff: Optional[float] = NotProvided,
+        entropy_coeff: Optional[float] = NotProvided,
+        lambda_: Optional[float] = NotProvided,
+        **kwargs: Any,
+    ) -> "MAMLConfig":
+        """Sets MAML's training parameters (see the class docstring); others go to RLlib."""
+        super().training(**kwargs)
+        given = dict(
+            inner_lr=inner_lr,
+            inner_adaptation_steps=inner_adaptation_steps,
+            maml_optimizer_steps=maml_optimizer_steps,
+            meta_batch_size=meta_batch_size,
+            episodes_per_task=episodes_per_task,
+            first_order=first_order,
+            clip_param=clip_param,
+            kl_coeff=kl_coeff,
+            kl_target=kl_target,
+            vf_loss_coeff=vf_loss_coeff,
+            entropy_coeff=entropy_coeff,
+            lambda_=lambda_,
+        )
+        for name, value in given.items():
+            if value is not NotProvided:
+                setattr(self, name, value)
+        return self
+
+    def validate(self) -> None:
+        """Raises ``ValueError`` naming the first invalid parameter and its valid range."""
+        super().validate()
+        positive_ints = ("inner_adaptation_steps", "maml_optimizer_steps", "meta_batch_size", "episodes_per_task")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MAMLConfig.{name}={value!r} is invalid: it must be an integer >= 1.")
+        for name in ("inner_lr", "clip_param", "kl_target"):
+            self._check_number(name, lambda v: v > 0, "a number > 0")
+        if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not self.lr > 0:
+            raise ValueError(f"MAMLConfig.lr={self.lr!r} is invalid: the meta learning rate must be a number > 0.")
+        for name in ("kl_coeff", "vf_loss_coeff", "entropy_coeff"):
+            self._check_number(name, lambda v: v >= 0, "a number >= 0")
+        for name in ("lambda_", "gamma"):
+            self._check_number(name, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        if not isinstance(self.first_order, bool):
+            raise ValueError(f"MAMLConfig.first_order={self.first_order!r} is invalid: it must be True or False.")
+        if self.num_learners > 1:
+            raise ValueError(
+                f"MAMLConfig.num_learners={self.num_learners} is not supported: MAML's meta-update "
+                "runs on one Learner; use num_learners=0 (local) or 1."
+            )
+        if not self.enable_rl_module_and_learner or not self.enable_env_runner_and_connector_v2:
+            raise ValueError(
+                "MAML runs on RLlib's new API stack only; keep config.api_stack() at its defaults."
+            )
+
+    def _check_number(self, name: str, is_valid: Any, valid_text: str) -> None:
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not is_valid(value):
+            raise ValueError(f"MAMLConfig.{name}={value!r} is invalid: it must be {valid_text}.")
+
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        from rllib_maml.maml_rl_module import MAMLTorchRLModule
+
+        return RLModuleSpec(module_class=MAMLTorchRLModule)
+
+    def get_default_learner_class(self) -> Type:
+        from rllib_maml.maml_learner import MAMLTorchLearner
+
+        return MAMLTorchLearner

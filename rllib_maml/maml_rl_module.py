@@ -1,0 +1,134 @@
+"""The policy/value network MAML adapts: an MLP Gaussian policy with an action mask."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.distribution.torch.torch_distribution import TorchDiagGaussian
+from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
+from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+
+#: model_config key: optional ``[num_groups, action_dim]`` 0/1 table. When set, the
+#: last ``num_groups`` observation entries are a one-hot group (morphology) id and
+#: row ``g`` of the table is the valid-action mask of group ``g``.
+ACTION_MASKS_KEY = "action_masks"
+
+_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+
+
+class MaskedDiagGaussian(TorchDiagGaussian):
+    """A diagonal Gaussian whose masked-out dimensions do not exist.
+
+    Its inputs are ``[mean, log_std, mask]`` (each ``[..., action_dim]``). Masked
+    dimensions (``mask == 0``) contribute exactly 0 to ``logp``, ``entropy`` and
+    ``kl``, hence also nothing to any gradient. Sampled values in masked
+    dimensions are meaningless and ignored by the env.
+    """
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, mask: Optional[torch.Tensor] = None):
+        super().__init__(loc=loc, scale=scale)
+        self.mask = torch.ones_like(loc) if mask is None else mask
+
+    def _masked_sum(self, per_dim: torch.Tensor) -> torch.Tensor:
+        # torch.where, not a product, so a non-finite masked entry cannot leak NaNs.
+        return torch.where(self.mask > 0.5, per_dim, torch.zeros_like(per_dim)).sum(-1)
+
+    def logp(self, value: torch.Tensor) -> torch.Tensor:
+        return self._masked_sum(self._dist.log_prob(value))
+
+    def entropy(self) -> torch.Tensor:
+        return self._masked_sum(self._dist.entropy())
+
+    def kl(self, other: "MaskedDiagGaussian") -> torch.Tensor:
+        return self._masked_sum(torch.distributions.kl_divergence(self._dist, other._dist))
+
+    @staticmethod
+    def required_input_dim(space: gym.Space, **kwargs: Any) -> int:
+        return int(np.prod(space.shape)) * 3
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor, **kwargs: Any) -> "MaskedDiagGaussian":
+        loc, log_std, mask = logits.chunk(3, dim=-1)
+        return cls(loc=loc, scale=log_std.exp(), mask=mask)
+
+
+def _mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
+    layers: List[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(_ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
+    """Separate policy and value MLPs with a state-independent log-std (as in MAML/ProMP).
+
+    model_config keys:
+        ``fcnet_hiddens`` (list of int, default ``[64, 64]``): hidden layer sizes of
+        both networks. ``fcnet_activation`` (``"tanh"``, ``"relu"`` or ``"elu"``,
+        default ``"tanh"``). ``initial_log_std`` (float, default 0.0).
+        ``action_masks`` (optional ``[num_groups, action_dim]`` 0/1 list): see
+        :data:`ACTION_MASKS_KEY`.
+
+    The forward pass returns ``action_dist_inputs = [mean, log_std, mask]``, read by
+    :class:`MaskedDiagGaussian`, so the mask reaches sampling, log-probabilities,
+    entropy and KL alike, on EnvRunners and on the Learner.
+    """
+
+    def setup(self) -> None:
+        if not isinstance(self.action_space, gym.spaces.Box):
+            raise ValueError(
+                f"MAMLTorchRLModule needs a continuous Box action space, got {self.action_space}"
+            )
+        cfg = dict(self.model_config or {})
+        hiddens = list(cfg.get("fcnet_hiddens") or [64, 64])
+        activation = cfg.get("fcnet_activation") or "tanh"
+        if activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"model_config['fcnet_activation']={activation!r}; use one of {sorted(_ACTIVATIONS)}"
+            )
+        obs_dim = int(np.prod(self.observation_space.shape))
+        self.action_dim = int(np.prod(self.action_space.shape))
+        self.pi = _mlp([obs_dim, *hiddens, self.action_dim], activation)
+        self.vf = _mlp([obs_dim, *hiddens, 1], activation)
+        self.log_std = nn.Parameter(
+            torch.full((self.action_dim,), float(cfg.get("initial_log_std", 0.0)))
+        )
+        masks = cfg.get(ACTION_MASKS_KEY)
+        table = torch.as_tensor(np.asarray(masks, dtype=np.float32)) if masks is not None else None
+        if table is not None and (table.ndim != 2 or table.shape[1] != self.action_dim):
+            raise ValueError(
+                f"model_config['{ACTION_MASKS_KEY}'] must have shape [num_groups, "
+                f"{self.action_dim}], got {tuple(table.shape)}"
+            )
+        # A buffer, not a parameter: the mask is data, never adapted or trained.
+        self.register_buffer("action_mask_table", table, persistent=False)
+        self.action_dist_cls = MaskedDiagGaussian
+
+    def action_mask(self, obs: torch.Tensor) -> torch.Tensor:
+        """The valid-action mask ``[B, action_dim]`` for observations ``[B, obs_dim]``."""
+        if self.action_mask_table is None:
+            return torch.ones(obs.shape[:-1] + (self.action_dim,), dtype=obs.dtype, device=obs.device)
+        group_one_hot = obs[..., -self.action_mask_table.shape[0] :]
+        return group_one_hot @ self.action_mask_table
+
+    def _forward(self, batch: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
+        obs = batch[Columns.OBS].float()
+        mean = self.pi(obs)
+        log_std = self.log_std.expand_as(mean)
+        return {Columns.ACTION_DIST_INPUTS: torch.cat([mean, log_std, self.action_mask(obs)], -1)}
+
+    def _forward_train(self, batch: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
+        out = self._forward(batch)
+        out[Columns.VF_PREDS] = self.compute_values(batch)
+        return out
+
+    def compute_values(self, batch: Dict[str, Any], embeddings: Optional[Any] = None) -> torch.Tensor:
+        return self.vf(batch[Columns.OBS].float()).squeeze(-1)

@@ -1,0 +1,151 @@
+"""Labelled per-task, per-adaptation-step rollout data, from EnvRunner episodes to Learner tensors.
+
+A :class:`TaskRollout` is created on the EnvRunner that sampled it and carries its
+``(task_index, step)`` label until the Learner's loss reads it, so the meta-loss can
+never pick the wrong adaptation step by slicing a flat array (the bug of RLlib's old
+torch MAML).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ray.rllib.core.columns import Columns
+from ray.rllib.utils.postprocessing.value_predictions import compute_value_targets
+
+
+@dataclasses.dataclass
+class TaskRollout:
+    """The episodes of one task at one adaptation step, as flat numpy arrays.
+
+    Shapes (``E`` episodes of lengths ``T_e``, ``N = sum(T_e)`` steps):
+        ``obs`` ``[N + E, obs_dim]``: each episode's observations including its final
+        one (needed to bootstrap truncated episodes); ``actions`` ``[N, act_dim]``;
+        ``logp`` ``[N]`` and ``dist_inputs`` ``[N, k]``: the sampling policy's
+        log-probabilities and distribution inputs; ``rewards`` ``[N]``;
+        ``episode_lens`` ``[E]``; ``terminated`` ``[E]``.
+    """
+
+    task_index: int
+    step: int
+    task: Any
+    group: Optional[str]
+    obs: np.ndarray
+    actions: np.ndarray
+    logp: np.ndarray
+    dist_inputs: np.ndarray
+    rewards: np.ndarray
+    episode_lens: np.ndarray
+    terminated: np.ndarray
+
+    @property
+    def num_env_steps(self) -> int:
+        return int(self.episode_lens.sum())
+
+    @property
+    def episode_returns(self) -> np.ndarray:
+        """Undiscounted return of each episode, ``[E]``."""
+        return np.add.reduceat(self.rewards, np.r_[0, np.cumsum(self.episode_lens)[:-1]])
+
+    @property
+    def step_rows(self) -> np.ndarray:
+        """Indices into ``obs`` of the rows that have an action (all but each final obs)."""
+        ends = np.cumsum(self.episode_lens + 1)
+        is_final = np.zeros(len(self.obs), dtype=bool)
+        is_final[ends - 1] = True
+        return np.flatnonzero(~is_final)
+
+    @classmethod
+    def from_episodes(
+        cls, episodes: Sequence[Any], *, task_index: int, step: int, task: Any, group: Optional[str]
+    ) -> "TaskRollout":
+        """Flattens RLlib ``SingleAgentEpisode``s (complete episodes of one task)."""
+        if not episodes:
+            raise ValueError(f"No episodes sampled for task {task_index} at step {step}")
+        return cls(
+            task_index=task_index,
+            step=step,
+            task=task,
+            group=group,
+            obs=np.concatenate([np.asarray(e.get_observations(), np.float32) for e in episodes]),
+            actions=np.concatenate([np.asarray(e.get_actions(), np.float32) for e in episodes]),
+            logp=np.concatenate(
+                [np.asarray(e.get_extra_model_outputs(Columns.ACTION_LOGP), np.float32) for e in episodes]
+            ),
+            dist_inputs=np.concatenate(
+                [np.asarray(e.get_extra_model_outputs(Columns.ACTION_DIST_INPUTS), np.float32) for e in episodes]
+            ),
+            rewards=np.concatenate([np.asarray(e.get_rewards(), np.float32) for e in episodes]),
+            episode_lens=np.asarray([len(e) for e in episodes], dtype=np.int64),
+            terminated=np.asarray([e.is_terminated for e in episodes], dtype=bool),
+        )
+
+
+@dataclasses.dataclass
+class TaskBatch:
+    """Learner-side tensors of one :class:`TaskRollout`, with GAE advantages.
+
+    All tensors have ``N`` rows (one per env step); advantages are standardised.
+    """
+
+    task_index: int
+    step: int
+    obs: torch.Tensor
+    actions: torch.Tensor
+    logp_old: torch.Tensor
+    dist_inputs_old: torch.Tensor
+    advantages: torch.Tensor
+    value_targets: torch.Tensor
+
+
+def value_targets_and_advantages(
+    rollout: TaskRollout, values: np.ndarray, gamma: float, lambda_: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """GAE over ``rollout`` given value predictions ``values`` ``[N + E]`` for all its obs.
+
+    Uses RLlib's own ``compute_value_targets`` with its one-extra-timestep
+    convention: each episode's final observation row acts as the extra step, so a
+    truncated episode bootstraps from ``V(s_T)`` and a terminated one from 0.
+    Returns ``(value_targets [N], advantages [N])``.
+    """
+    n_rows = len(rollout.obs)
+    ends = np.cumsum(rollout.episode_lens + 1) - 1
+    rewards = np.zeros(n_rows, np.float32)
+    terminateds = np.zeros(n_rows, np.float32)
+    truncateds = np.zeros(n_rows, np.float32)
+    rows = rollout.step_rows
+    rewards[rows] = rollout.rewards
+    terminateds[ends - 1] = rollout.terminated.astype(np.float32)
+    truncateds[ends] = 1.0
+    targets = compute_value_targets(values, rewards, terminateds, truncateds, gamma, lambda_)
+    return targets[rows], targets[rows] - values[rows]
+
+
+def standardize(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean()) / max(float(x.std()), 1e-8)
+
+
+def task_batch(rollout: TaskRollout, values: np.ndarray, gamma: float, lambda_: float) -> TaskBatch:
+    """Builds the Learner's :class:`TaskBatch` from a rollout and the value predictions of the
+    parameters that sampled it (``values`` ``[N + E]``)."""
+    targets, advantages = value_targets_and_advantages(rollout, values, gamma, lambda_)
+    as_tensor = torch.as_tensor
+    return TaskBatch(
+        task_index=rollout.task_index,
+        step=rollout.step,
+        obs=as_tensor(rollout.obs[rollout.step_rows]),
+        actions=as_tensor(rollout.actions),
+        logp_old=as_tensor(rollout.logp),
+        dist_inputs_old=as_tensor(rollout.dist_inputs),
+        advantages=as_tensor(standardize(advantages).astype(np.float32)),
+        value_targets=as_tensor(targets.astype(np.float32)),
+    )
+
+
+def mean_return(rollouts: List[TaskRollout]) -> float:
+    """Mean undiscounted episode return over all episodes of ``rollouts``."""
+    return float(np.concatenate([r.episode_returns for r in rollouts]).mean())
