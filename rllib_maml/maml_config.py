@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Optional, Type
 
+import numpy as np
+
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
@@ -55,7 +57,10 @@ class MAMLConfig(AlgorithmConfig):
     are sampled in parallel by a runner's vector sub-envs), ``grad_clip=None``.
     The env must implement the task interface of
     :class:`rllib_maml.TaskSettableEnv` (``sample_tasks``, ``set_task``,
-    ``get_task``); the algorithm checks this when it is built.
+    ``get_task``); ``validate()`` (run when the algorithm is built) checks this on
+    the driver. An env with an ``action_mask_table`` attribute (``[num_groups,
+    action_dim]``, e.g. multi-morphology locomotion) has it passed to the RLModule
+    as ``model_config["action_masks"]``.
     """
 
     def __init__(self, algo_class: Optional[Type] = None) -> None:
@@ -143,6 +148,21 @@ class MAMLConfig(AlgorithmConfig):
             raise ValueError(
                 "MAML runs on RLlib's new API stack only; keep config.api_stack() at its defaults."
             )
+        self._check_env_and_include_action_masks()
+
+    def _check_env_and_include_action_masks(self) -> None:
+        """Fails early (on the driver, at build time) for an env without the task interface,
+        and hands an env's per-group action masks to the RLModule."""
+        from rllib_maml.maml_rl_module import ACTION_MASKS_KEY
+        from rllib_maml.task_env import make_task_env
+
+        env = make_task_env(self)
+        try:
+            masks = getattr(env.unwrapped, "action_mask_table", None)
+            if masks is not None and ACTION_MASKS_KEY not in self.model_config and not self._is_frozen:
+                self._model_config = {**self.model_config, ACTION_MASKS_KEY: np.asarray(masks).tolist()}
+        finally:
+            env.close()
 
     def _check_number(self, name: str, is_valid: Any, valid_text: str) -> None:
         value = getattr(self, name)
