@@ -17,14 +17,17 @@ import numpy as np
 import torch
 
 from ray.rllib.core import DEFAULT_MODULE_ID
-from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 
 from rllib_maml.maml_math import MetaLossCoefficients, Params, adaptation_path, meta_loss, update_kl_coeff
-from rllib_maml.maml_rl_module import MaskedDiagGaussian
+from rllib_maml.maml_rl_module import MaskedDiagGaussian, functional_forward
 from rllib_maml.rollouts import TaskBatch, TaskRollout, task_batch
 
 KL_COEFF_STATE_KEY = "maml_kl_coeff"
+
+
+def _numpy_copy(params: Params) -> Dict[str, np.ndarray]:
+    return {name: p.detach().cpu().numpy().copy() for name, p in params.items()}
 
 
 class MAMLTorchLearner(TorchLearner):
@@ -46,8 +49,7 @@ class MAMLTorchLearner(TorchLearner):
         return self.module[DEFAULT_MODULE_ID]
 
     def _forward(self, params: Params, obs: torch.Tensor) -> Tuple[MaskedDiagGaussian, torch.Tensor]:
-        out = torch.func.functional_call(self._policy, params, ({Columns.OBS: obs},))
-        return MaskedDiagGaussian.from_logits(out[Columns.ACTION_DIST_INPUTS]), out[Columns.VF_PREDS]
+        return functional_forward(self._policy, params, obs)
 
     def _theta(self) -> Params:
         """The module's own parameters: the meta-gradient flows into these."""
@@ -79,7 +81,7 @@ class MAMLTorchLearner(TorchLearner):
         batches: List[TaskBatch] = []
         for j, rollout in enumerate(rollouts):
             with torch.no_grad():
-                _, values = self._forward(path[j], torch.as_tensor(rollout.obs))
+                _, values = self._forward(path[j], torch.from_numpy(np.array(rollout.obs)))
             batches.append(task_batch(rollout, values.numpy(), self.config.gamma, self.config.lambda_))
             if extend_path or j < len(rollouts) - 1:
                 step = adaptation_path(self._forward, path[j], [batches[j]], coeffs, create_graph=False)[-1]
@@ -88,7 +90,8 @@ class MAMLTorchLearner(TorchLearner):
 
     # --- API for the Algorithm -----------------------------------------------
     def theta_weights(self) -> Dict[str, np.ndarray]:
-        return {n: p.detach().cpu().numpy() for n, p in self._theta().items()}
+        """A snapshot of theta (copied: later optimizer steps do not change it)."""
+        return _numpy_copy(self._theta())
 
     def adapted_weights(self, rollouts: Sequence[Sequence[TaskRollout]]) -> List[Dict[str, np.ndarray]]:
         """For each task ``i``, the weights after one more inner step on its latest data.
@@ -99,7 +102,7 @@ class MAMLTorchLearner(TorchLearner):
         weights = []
         for task_rollouts in rollouts:
             _, path = self._batches_and_path(task_rollouts, extend_path=True)
-            weights.append({n: p.detach().cpu().numpy() for n, p in path[-1].items()})
+            weights.append(_numpy_copy(path[-1]))
         return weights
 
     def meta_update(self, rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, float]:

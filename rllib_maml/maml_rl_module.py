@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import gymnasium as gym
 import numpy as np
@@ -120,7 +120,7 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
         return group_one_hot @ self.action_mask_table
 
     def _forward(self, batch: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
-        obs = batch[Columns.OBS].float()
+        obs = batch[Columns.OBS].to(self.log_std.dtype)
         mean = self.pi(obs)
         log_std = self.log_std.expand_as(mean)
         return {Columns.ACTION_DIST_INPUTS: torch.cat([mean, log_std, self.action_mask(obs)], -1)}
@@ -131,4 +131,16 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
         return out
 
     def compute_values(self, batch: Dict[str, Any], embeddings: Optional[Any] = None) -> torch.Tensor:
-        return self.vf(batch[Columns.OBS].float()).squeeze(-1)
+        return self.vf(batch[Columns.OBS].to(self.log_std.dtype)).squeeze(-1)
+
+
+def functional_forward(
+    module: MAMLTorchRLModule, params: Dict[str, torch.Tensor], obs: torch.Tensor
+) -> Tuple[MaskedDiagGaussian, torch.Tensor]:
+    """Runs ``module`` with ``params`` substituted for its parameters (``torch.func``).
+
+    Returns the action distribution and the values ``[B]`` for ``obs`` ``[B, obs_dim]``;
+    both stay differentiable functions of ``params``.
+    """
+    out = torch.func.functional_call(module, params, ({Columns.OBS: obs},))
+    return MaskedDiagGaussian.from_logits(out[Columns.ACTION_DIST_INPUTS]), out[Columns.VF_PREDS]

@@ -1,0 +1,68 @@
+"""Small builders shared by the tests: a tiny float64 module and fixed task batches."""
+
+from __future__ import annotations
+
+import functools
+from typing import List
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rllib_maml.maml_math import ForwardFn, MetaLossCoefficients, Params
+from rllib_maml.maml_rl_module import MAMLTorchRLModule, functional_forward
+from rllib_maml.rollouts import TaskBatch
+
+OBS_DIM, ACT_DIM = 3, 2
+
+
+def tiny_module(seed: int = 0, action_masks: list | None = None, obs_dim: int = OBS_DIM) -> MAMLTorchRLModule:
+    torch.manual_seed(seed)
+    model_config = {"fcnet_hiddens": [5]}
+    if action_masks is not None:
+        model_config["action_masks"] = action_masks
+    module = MAMLTorchRLModule(
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32),
+        action_space=gym.spaces.Box(-1.0, 1.0, (ACT_DIM,), np.float32),
+        model_config=model_config,
+    )
+    return module.double()
+
+
+def forward_of(module: MAMLTorchRLModule) -> ForwardFn:
+    return functools.partial(functional_forward, module)
+
+
+def params_of(module: MAMLTorchRLModule) -> Params:
+    return {n: p.detach().clone().requires_grad_(True) for n, p in module.named_parameters()}
+
+
+def random_batch(module: MAMLTorchRLModule, *, task_index: int, step: int, n: int = 16, seed: int = 0) -> TaskBatch:
+    """A batch sampled from ``module``'s own policy, with fixed random advantages."""
+    gen = torch.Generator().manual_seed(1000 * task_index + 10 * step + seed)
+    obs = torch.randn(n, OBS_DIM, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        dist, _ = forward_of(module)(dict(module.named_parameters()), obs)
+        actions = dist.loc + dist._dist.scale * torch.randn(dist.loc.shape, generator=gen, dtype=torch.float64)
+        logp = dist.logp(actions)
+        inputs = torch.cat([dist.loc, dist._dist.scale.log(), dist.mask], -1)
+    return TaskBatch(
+        task_index=task_index,
+        step=step,
+        obs=obs,
+        actions=actions,
+        logp_old=logp,
+        dist_inputs_old=inputs,
+        advantages=torch.randn(n, generator=gen, dtype=torch.float64),
+        value_targets=torch.randn(n, generator=gen, dtype=torch.float64),
+    )
+
+
+def task_batches(module: MAMLTorchRLModule, num_tasks: int = 2, num_steps: int = 1) -> List[List[TaskBatch]]:
+    return [[random_batch(module, task_index=i, step=k) for k in range(num_steps + 1)] for i in range(num_tasks)]
+
+
+def coefficients(**overrides: float) -> MetaLossCoefficients:
+    values = dict(inner_lr=0.3, clip_param=0.2, vf_loss_coeff=0.5, entropy_coeff=0.01, kl_coeff=0.0, first_order=False)
+    values.update(overrides)
+    return MetaLossCoefficients(**values)

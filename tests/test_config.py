@@ -1,0 +1,71 @@
+"""Bad input fails early, with a ValueError that names the culprit."""
+
+from __future__ import annotations
+
+import pytest
+
+from rllib_maml import MAMLConfig
+
+INVALID_VALUES = [
+    ("inner_lr", 0.0),
+    ("inner_lr", -0.1),
+    ("inner_adaptation_steps", 0),
+    ("inner_adaptation_steps", 1.5),
+    ("maml_optimizer_steps", 0),
+    ("meta_batch_size", 0),
+    ("meta_batch_size", True),
+    ("episodes_per_task", -3),
+    ("first_order", "yes"),
+    ("clip_param", 0.0),
+    ("kl_coeff", -1.0),
+    ("kl_target", 0.0),
+    ("vf_loss_coeff", -0.5),
+    ("entropy_coeff", -0.01),
+    ("lambda_", 1.5),
+    ("lambda_", "high"),
+]
+
+
+def base_config() -> MAMLConfig:
+    return MAMLConfig().environment("rllib_maml/Navigation2D-v0")
+
+
+@pytest.mark.parametrize("name,value", INVALID_VALUES)
+def test_invalid_training_value_names_the_parameter(name: str, value: object) -> None:
+    config = base_config().training(**{name: value})
+    with pytest.raises(ValueError, match=rf"MAMLConfig\.{name}="):
+        config.validate()
+
+
+@pytest.mark.parametrize("name,value", [("lr", 0.0), ("gamma", 1.5)])
+def test_invalid_rllib_value_names_the_parameter(name: str, value: float) -> None:
+    with pytest.raises(ValueError, match=rf"MAMLConfig\.{name}="):
+        base_config().training(**{name: value}).validate()
+
+
+def test_valid_config_passes() -> None:
+    base_config().training(inner_adaptation_steps=2, first_order=True, lambda_=0.95).validate()
+
+
+def test_env_without_task_interface_fails_at_build_time() -> None:
+    config = MAMLConfig().environment("Pendulum-v1")
+    with pytest.raises(ValueError, match=r"Pendulum-v1.*lacks sample_tasks, set_task, get_task"):
+        config.build_algo()
+
+
+def test_unknown_env_is_named() -> None:
+    with pytest.raises(ValueError, match="NoSuchEnv-v0"):
+        MAMLConfig().environment("NoSuchEnv-v0").validate()
+
+
+def test_more_than_one_learner_is_rejected() -> None:
+    with pytest.raises(ValueError, match="num_learners"):
+        base_config().learners(num_learners=2).validate()
+
+
+def test_training_parameters_are_documented() -> None:
+    doc = MAMLConfig.__doc__
+    for name in ("lr", "inner_lr", "inner_adaptation_steps", "maml_optimizer_steps", "meta_batch_size",
+                 "episodes_per_task", "first_order", "clip_param", "kl_coeff", "kl_target",
+                 "vf_loss_coeff", "entropy_coeff", "lambda_"):
+        assert f"``{name}``" in doc, name

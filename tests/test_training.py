@@ -1,0 +1,156 @@
+"""Building and training MAML end to end on the cheap envs, local and with a remote runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rllib_maml import MAML, MAMLConfig
+
+CHEAP_ENVS = ["rllib_maml/Navigation2D-v0", "rllib_maml/PendulumMass-v0"]
+
+
+def tiny_config(env_id: str = "rllib_maml/Navigation2D-v0", num_env_runners: int = 0, **training) -> MAMLConfig:
+    settings = dict(meta_batch_size=3, episodes_per_task=2, maml_optimizer_steps=2)
+    settings.update(training)
+    return (
+        MAMLConfig()
+        .environment(env_id)
+        .env_runners(num_env_runners=num_env_runners, num_envs_per_env_runner=2)
+        .training(**settings)
+        .debugging(seed=0)
+    )
+
+
+def theta(algo: MAML) -> dict:
+    return algo._learner_call("theta_weights")
+
+
+def runner_weights(algo: MAML) -> list:
+    states = algo.env_runner_group.foreach_env_runner(
+        lambda runner: {k: np.asarray(v) for k, v in runner.module.get_state().items()},
+        local_env_runner=algo.config.num_env_runners == 0,
+    )
+    return states
+
+
+@pytest.mark.parametrize("num_env_runners", [0, 1])
+@pytest.mark.parametrize("env_id", CHEAP_ENVS)
+def test_build_and_train_twice(ray_session: None, env_id: str, num_env_runners: int) -> None:
+    algo = tiny_config(env_id, num_env_runners).build_algo()
+    try:
+        before = theta(algo)
+        steps = []
+        for _ in range(2):
+            result = algo.train()
+            maml = result["maml"]
+            assert maml["adaptation_delta"] == pytest.approx(
+                maml["episode_return_mean_adapt_1"] - maml["episode_return_mean_adapt_0"]
+            )
+            assert result["env_runners"]["episode_return_mean"] == pytest.approx(maml["episode_return_mean_adapt_0"])
+            assert np.isfinite(result["learners"]["meta_loss"])
+            steps.append(result["env_runners"]["num_env_steps_sampled_lifetime"])
+        horizon = 100 if "Navigation" in env_id else 200
+        # 3 tasks x 2 steps (pre, post) x at least 2 complete episodes each, per iteration.
+        assert steps[0] >= 3 * 2 * 2 * horizon and steps[1] == pytest.approx(2 * steps[0], rel=0.5)
+        after = theta(algo)
+        assert any(not np.allclose(before[k], after[k]) for k in before)
+        for state in runner_weights(algo):
+            for name, value in after.items():
+                np.testing.assert_allclose(state[name], value, rtol=1e-6)
+    finally:
+        algo.stop()
+
+
+def test_two_inner_steps_report_the_whole_curve(ray_session: None) -> None:
+    algo = tiny_config(inner_adaptation_steps=2, first_order=True).build_algo()
+    try:
+        maml = algo.train()["maml"]
+        assert {f"episode_return_mean_adapt_{k}" for k in range(3)} <= set(maml)
+        assert maml["adaptation_delta"] == pytest.approx(
+            maml["episode_return_mean_adapt_2"] - maml["episode_return_mean_adapt_0"]
+        )
+    finally:
+        algo.stop()
+
+
+def test_evaluate_adaptation_leaves_theta_unchanged(ray_session: None) -> None:
+    algo = tiny_config(num_env_runners=1).build_algo()
+    try:
+        algo.train()
+        before_learner, before_runner = theta(algo), runner_weights(algo)
+        tasks = algo.sample_tasks(2)
+        curve = algo.evaluate_adaptation(num_steps=2, tasks=tasks)
+        assert set(curve) == {
+            "episode_return_mean_adapt_0", "episode_return_mean_adapt_1", "episode_return_mean_adapt_2", "adaptation_delta"
+        }
+        for name, value in theta(algo).items():
+            np.testing.assert_array_equal(value, before_learner[name])
+        for state, before in zip(runner_weights(algo), before_runner):
+            for name in before_learner:
+                np.testing.assert_array_equal(state[name], before[name])
+        with pytest.raises(ValueError, match="num_steps"):
+            algo.evaluate_adaptation(num_steps=-1)
+    finally:
+        algo.stop()
+
+
+def test_checkpoint_restores_theta_and_meta_optimizer(ray_session: None, tmp_path: Path) -> None:
+    algo = tiny_config().build_algo()
+    try:
+        algo.train()
+        saved_theta = theta(algo)
+        saved_kl = algo._learner_call("get_state")["maml_kl_coeff"]
+        optimizer_state = algo.learner_group.get_state()["learner"]["optimizer"]
+        algo.save_to_path(str(tmp_path))
+    finally:
+        algo.stop()
+
+    restored = MAML.from_checkpoint(str(tmp_path))
+    try:
+        for name, value in theta(restored).items():
+            np.testing.assert_array_equal(value, saved_theta[name])
+        assert restored._learner_call("get_state")["maml_kl_coeff"] == saved_kl
+        restored_optimizer = restored.learner_group.get_state()["learner"]["optimizer"]
+        # Adam's moment estimates and step count survive the round trip.
+        saved_flat = _flatten(optimizer_state)
+        restored_flat = _flatten(restored_optimizer)
+        assert saved_flat.keys() == restored_flat.keys() and len(saved_flat) > 0
+        for key, value in saved_flat.items():
+            np.testing.assert_array_equal(np.asarray(restored_flat[key]), np.asarray(value), err_msg=key)
+        assert restored.iteration == 1
+        result = restored.train()
+        assert result["training_iteration"] == 2
+        assert any(not np.array_equal(theta(restored)[k], saved_theta[k]) for k in saved_theta)
+    finally:
+        restored.stop()
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        elif isinstance(value, (list, tuple)):
+            flat.update(_flatten(dict(enumerate(value)), f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def test_tune_runs_maml_by_name_with_a_maml_stop_criterion(ray_session: None, tmp_path: Path) -> None:
+    from ray import tune
+
+    tuner = tune.Tuner(
+        "MAML",
+        param_space=tiny_config(),
+        run_config=tune.RunConfig(
+            stop={"maml/adaptation_delta": 1e9, "training_iteration": 2}, storage_path=str(tmp_path), verbose=0
+        ),
+    )
+    result = tuner.fit().get_best_result(metric="maml/adaptation_delta", mode="max")
+    assert result.error is None
+    assert result.metrics["training_iteration"] == 2
+    assert "adaptation_delta" in result.metrics["maml"]
