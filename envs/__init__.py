@@ -21,6 +21,13 @@ class EnvEntry(NamedTuple):
 ENVS: Dict[str, EnvEntry] = {
     "rllib_maml/Navigation2D-v0": EnvEntry("rllib_maml.envs.navigation2d:Navigation2DEnv", 100),
     "rllib_maml/PendulumMass-v0": EnvEntry("rllib_maml.envs.pendulum_mass:PendulumMassEnv", 200),
+    "rllib_maml/HalfCheetahRandDirec-v0": EnvEntry("rllib_maml.envs.mujoco_locomotion:HalfCheetahRandDirecEnv", 100),
+    "rllib_maml/HalfCheetahRandVel-v0": EnvEntry("rllib_maml.envs.mujoco_locomotion:HalfCheetahRandVelEnv", 100),
+    "rllib_maml/AntRandDirec-v0": EnvEntry("rllib_maml.envs.mujoco_locomotion:AntRandDirecEnv", 100),
+    "rllib_maml/AntRandGoal-v0": EnvEntry("rllib_maml.envs.mujoco_locomotion:AntRandGoalEnv", 200),
+    "rllib_maml/MultiMorphologyLocomotion-v0": EnvEntry(
+        "rllib_maml.envs.multi_morphology:MultiMorphologyLocomotionEnv", 200
+    ),
 }
 
 

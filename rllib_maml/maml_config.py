@@ -52,6 +52,11 @@ class MAMLConfig(AlgorithmConfig):
       ``0.0``.
     * ``lambda_``: GAE lambda; in [0, 1]; ``1.0``.
     * ``gamma``: discount; in [0, 1]; ``0.99``.
+    * ``torch_num_threads``: torch intra-op threads in the Learner's process (the
+      driver when ``num_learners=0``); int >= 1 or None to leave torch's default;
+      ``1``. MAML's many small forward/backward passes run fastest on one
+      thread, and multi-threaded torch stalls badly on a busy 2-core machine
+      (measured: 4.6 ms vs 32 us per 64x64 linear layer under load).
 
     Defaults of other settings: ``num_envs_per_env_runner=10`` (one task's episodes
     are sampled in parallel by a runner's vector sub-envs), ``grad_clip=None``.
@@ -82,6 +87,7 @@ class MAMLConfig(AlgorithmConfig):
         self.vf_loss_coeff = 0.5
         self.entropy_coeff = 0.0
         self.lambda_ = 1.0
+        self.torch_num_threads: Optional[int] = 1
 
     def training(
         self,
@@ -98,6 +104,7 @@ class MAMLConfig(AlgorithmConfig):
         vf_loss_coeff: Optional[float] = NotProvided,
         entropy_coeff: Optional[float] = NotProvided,
         lambda_: Optional[float] = NotProvided,
+        torch_num_threads: Optional[int] = NotProvided,
         **kwargs: Any,
     ) -> "MAMLConfig":
         """Sets MAML's training parameters (see the class docstring); others go to RLlib."""
@@ -115,6 +122,7 @@ class MAMLConfig(AlgorithmConfig):
             vf_loss_coeff=vf_loss_coeff,
             entropy_coeff=entropy_coeff,
             lambda_=lambda_,
+            torch_num_threads=torch_num_threads,
         )
         for name, value in given.items():
             if value is not NotProvided:
@@ -137,6 +145,9 @@ class MAMLConfig(AlgorithmConfig):
             self._check_number(name, lambda v: v >= 0, "a number >= 0")
         for name in ("lambda_", "gamma"):
             self._check_number(name, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        threads = self.torch_num_threads
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"MAMLConfig.torch_num_threads={threads!r} is invalid: it must be an integer >= 1 or None.")
         if not isinstance(self.first_order, bool):
             raise ValueError(f"MAMLConfig.first_order={self.first_order!r} is invalid: it must be True or False.")
         if self.num_learners > 1:

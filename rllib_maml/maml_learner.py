@@ -40,6 +40,8 @@ class MAMLTorchLearner(TorchLearner):
     """
 
     def build(self) -> None:
+        if self.config.torch_num_threads is not None:
+            torch.set_num_threads(self.config.torch_num_threads)
         super().build()
         self.kl_coeff: float = float(self.config.kl_coeff)
 

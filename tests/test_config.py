@@ -23,6 +23,7 @@ INVALID_VALUES = [
     ("entropy_coeff", -0.01),
     ("lambda_", 1.5),
     ("lambda_", "high"),
+    ("torch_num_threads", 0),
 ]
 
 
