@@ -1,0 +1,28 @@
+"""MAML learns to adapt on Navigation2D: a before/after comparison on fixed held-out goals.
+
+Thresholds were picked from measured runs of this setting (inner_lr 0.5, meta lr
+3e-3, 10 tasks x 10 episodes per iteration): on the 10 held-out goals the
+post-adaptation return rose from -71.6 (untrained) to about -32 after 15
+iterations, and was already near -36 after 12, i.e. an improvement of about 35.
+Requiring +15 leaves a wide margin for seed and machine noise, while an untrained
+policy's evaluation varies by only about +-5. The per-iteration adaptation_delta
+was positive in all 15 measured iterations (2.3 to 10.8), so its mean must be > 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rllib_maml.quickstart import train_and_evaluate
+
+ITERATIONS = 12
+MIN_IMPROVEMENT = 15.0
+
+
+def test_navigation2d_post_adaptation_return_improves_on_held_out_tasks(ray_session: None) -> None:
+    before, after, results = train_and_evaluate(ITERATIONS, num_eval_tasks=10, verbose=False)
+    improvement = after["episode_return_mean_adapt_1"] - before["episode_return_mean_adapt_1"]
+    assert improvement > MIN_IMPROVEMENT, (before, after)
+    # The inner step helps: averaged over the training iterations, adaptation gains return.
+    deltas = [r["maml"]["adaptation_delta"] for r in results]
+    assert np.mean(deltas) > 0, deltas
