@@ -60,15 +60,20 @@ def main() -> None:
 
     # Meta-update cost, first vs second order, on identical rollouts.
     rollouts = maml._sample_adaptation(maml.sample_tasks(args.meta_batch_size), 1)
+    maml.stop()  # free its EnvRunners' CPUs (Ray has only 2 here)
     update_seconds = {}
     for first_order in (True, False):
-        algo = maml_config.copy(copy_frozen=False).training(first_order=first_order).build_algo()
+        algo = (
+            maml_config.copy(copy_frozen=False)
+            .env_runners(num_env_runners=0)
+            .training(first_order=first_order)
+            .build_algo()
+        )
         algo._learner_call("meta_update", rollouts=rollouts)  # warm-up
         start = time.perf_counter()
         algo._learner_call("meta_update", rollouts=rollouts)
         update_seconds[first_order] = time.perf_counter() - start
         algo.stop()
-    maml.stop()
 
     ppo = (
         PPOConfig()

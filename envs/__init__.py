@@ -5,7 +5,8 @@ Installed as ``rllib_maml.envs``; importing :mod:`rllib_maml` registers every en
 
 from __future__ import annotations
 
-from typing import Dict, NamedTuple
+import functools
+from typing import Any, Dict, Mapping, NamedTuple
 
 import gymnasium as gym
 
@@ -31,8 +32,22 @@ ENVS: Dict[str, EnvEntry] = {
 }
 
 
+def make_env(env_id: str, env_config: Mapping[str, Any]) -> gym.Env:
+    """``gym.make(env_id, **env_config)``: the env creator registered with Ray Tune."""
+    import rllib_maml.envs  # noqa: F401  (in a fresh Ray worker this registers the gymnasium ids)
+
+    return gym.make(env_id, **dict(env_config))
+
+
 def register_envs() -> None:
-    """Registers every env in :data:`ENVS` with gymnasium (idempotent)."""
+    """Registers every env in :data:`ENVS` with gymnasium and with Ray Tune (idempotent).
+
+    The Tune registration is what lets any RLlib algorithm (built-in PPO included) use
+    these ids on remote EnvRunners: Tune's registry reaches every Ray worker, and its
+    creator imports this package there, which a bare gymnasium id would not.
+    """
+    from ray.tune.registry import register_env
+
     for env_id, entry in ENVS.items():
         if env_id not in gym.registry:
             gym.register(
@@ -40,3 +55,4 @@ def register_envs() -> None:
                 entry_point=entry.entry_point,
                 max_episode_steps=entry.max_episode_steps,
             )
+        register_env(env_id, functools.partial(make_env, env_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 MAML_RESULTS = "maml"
 #: How often one adaptation round may lose runners before the iteration fails.
 MAX_SAMPLING_RETRIES = 3
+#: How long to wait for failed EnvRunners to come back before giving up.
+RUNNER_RESTART_TIMEOUT_S = 120.0
 
 
 def adaptation_metrics(rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, Any]:
@@ -105,11 +108,7 @@ class MAML(Algorithm):
         pending = list(range(len(tasks)))
         failures = 0
         while pending:
-            runner_ids = group.healthy_worker_ids() if group.num_remote_env_runners() > 0 else [None]
-            if not runner_ids:
-                runner_ids = [None] if self.env_runner is not None else []
-            if not runner_ids:
-                raise RuntimeError("MAML has no healthy EnvRunner left to sample tasks on.")
+            runner_ids = self._healthy_runner_ids()
             this_round, pending = pending[: len(runner_ids)], pending[len(runner_ids):]
             hooks = [
                 functools.partial(
@@ -125,8 +124,12 @@ class MAML(Algorithm):
             if runner_ids == [None]:
                 results = [hook(self.env_runner) for hook in hooks]
             else:
+                # A bounded wait: a runner that hangs (e.g. while Ray restarts it) counts as failed.
                 results = group.foreach_env_runner(
-                    hooks, local_env_runner=False, remote_worker_ids=runner_ids[: len(hooks)]
+                    hooks,
+                    local_env_runner=False,
+                    remote_worker_ids=runner_ids[: len(hooks)],
+                    timeout_seconds=self.config.sample_timeout_s,
                 )
             for rollout in results:
                 if isinstance(rollout, TaskRollout):
@@ -142,6 +145,24 @@ class MAML(Algorithm):
                 self.restore_env_runners(group)
                 pending = lost + pending
         return [rollouts[i] for i in range(len(tasks))]
+
+    def _healthy_runner_ids(self) -> List[Optional[int]]:
+        """Remote runners to sample on (waiting for restarted ones), or ``[None]`` for the local one."""
+        group = self.env_runner_group
+        if group.num_remote_env_runners() == 0:
+            return [None]
+        deadline = time.monotonic() + RUNNER_RESTART_TIMEOUT_S
+        while True:
+            runner_ids = group.healthy_worker_ids()
+            if runner_ids:
+                return runner_ids
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"No healthy EnvRunner within {RUNNER_RESTART_TIMEOUT_S:.0f}s; enable "
+                    "config.fault_tolerance(restart_failed_env_runners=True) to have failed ones restarted."
+                )
+            time.sleep(1.0)
+            self.restore_env_runners(group)
 
     def _sample_adaptation(self, tasks: Sequence[Any], num_steps: int) -> List[List[TaskRollout]]:
         """``rollouts[i][k]``: task ``i`` sampled after ``k`` inner steps, for k = 0..num_steps."""

@@ -159,6 +159,11 @@ class MAMLConfig(AlgorithmConfig):
             raise ValueError(
                 "MAML runs on RLlib's new API stack only; keep config.api_stack() at its defaults."
             )
+        if self.restart_failed_sub_environments:
+            raise ValueError(
+                "MAMLConfig.restart_failed_sub_environments=True is not supported: RLlib would "
+                "recreate a failed sub-env without its task and its episodes would be mislabelled."
+            )
         self._check_env_and_include_action_masks()
 
     def _check_env_and_include_action_masks(self) -> None:

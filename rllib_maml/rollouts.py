@@ -133,7 +133,7 @@ def task_batch(rollout: TaskRollout, values: np.ndarray, gamma: float, lambda_: 
     """Builds the Learner's :class:`TaskBatch` from a rollout and the value predictions of the
     parameters that sampled it (``values`` ``[N + E]``)."""
     targets, advantages = value_targets_and_advantages(rollout, values, gamma, lambda_)
-    as_tensor = torch.as_tensor
+    as_tensor = torch.tensor  # copies: arrays from Ray's object store are read-only
     return TaskBatch(
         task_index=rollout.task_index,
         step=rollout.step,

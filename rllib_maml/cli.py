@@ -1,0 +1,193 @@
+"""The ``rllib-maml`` command: train a tuned example, compare or evaluate checkpoints.
+
+.. code-block:: bash
+
+    rllib-maml train tuned_examples/navigation2d.yaml --output results
+    rllib-maml train tuned_examples/navigation2d-ppo.yaml --output results
+    tensorboard --logdir results
+    rllib-maml compare --maml results/navigation2d-maml --ppo results/navigation2d-ppo \\
+        --tasks 20 --steps 3 --output results/compare-navigation2d
+    rllib-maml evaluate results/navigation2d-maml --tasks 20 --steps 3
+
+A checkpoint argument may be a checkpoint folder or any folder above one (a Tune
+trial or experiment folder): the newest ``checkpoint_*`` below it is used.
+
+A mistake in the inputs (missing or broken file, a YAML that is not a Tune
+experiment, an unknown env or config key, a checkpoint of the wrong algorithm)
+ends the command with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+from rllib_maml.yaml_experiment import UserError
+
+#: Exit status for input mistakes (as argparse's own usage errors).
+EXIT_USAGE = 2
+#: Exit status when a Tune trial failed.
+EXIT_FAILED = 1
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rllib-maml", description="MAML with PPO inner loops on RLlib: train tuned examples, compare checkpoints."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,compare,evaluate}")
+
+    train = sub.add_parser("train", help="run a Tune experiment YAML (run: MAML or run: PPO)")
+    train.add_argument("file", help="a tuned_examples/*.yaml file (classic Tune experiment format)")
+    train.add_argument("--stop-iters", type=_positive_int, help="also stop after N training iterations")
+    train.add_argument("--stop-timesteps", type=_positive_int, help="env-step budget (replaces the file's)")
+    train.add_argument("--num-env-runners", type=_non_negative_int, help="EnvRunner actors (0: sample in the trial)")
+    train.add_argument("--output", help="results folder (Tune storage_path; default ~/ray_results)")
+    train.add_argument(
+        "--config-override", action="append", default=[], metavar="KEY=VALUE",
+        help="set a config key (VALUE is YAML; KEY may be dotted, e.g. env_config.morphologies=[Ant]); repeatable",
+    )
+
+    compare = sub.add_parser("compare", help="adaptation curves of a MAML and a PPO checkpoint on the same tasks")
+    compare.add_argument("--maml", required=True, help="MAML checkpoint (or a trial/experiment folder holding one)")
+    compare.add_argument("--ppo", required=True, help="PPO checkpoint on the same env (or a folder holding one)")
+    compare.add_argument("--output", default="results/compare", help="folder for the CSV, markdown and PNG (default: %(default)s)")
+    _add_eval_args(compare)
+
+    evaluate = sub.add_parser("evaluate", help="print the adaptation curve of one checkpoint")
+    evaluate.add_argument("checkpoint", help="checkpoint (or a trial/experiment folder holding one)")
+    _add_eval_args(evaluate)
+    return parser
+
+
+def _add_eval_args(parser: argparse.ArgumentParser) -> None:
+    from rllib_maml.compare import HELD_OUT_SEED
+
+    parser.add_argument("--tasks", type=_positive_int, default=10, help="held-out tasks (default: %(default)s)")
+    parser.add_argument("--steps", type=_non_negative_int, default=3, help="inner adaptation steps K (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="seed of the held-out task draw")
+    parser.add_argument("--num-env-runners", type=_non_negative_int, help="EnvRunner actors (default: as trained)")
+
+
+# --- commands ----------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from rllib_maml import yaml_experiment as ye
+
+    spec = ye.apply_overrides(
+        ye.load_experiment(args.file),
+        stop_iters=args.stop_iters,
+        stop_timesteps=args.stop_timesteps,
+        num_env_runners=args.num_env_runners,
+        config_overrides=args.config_override,
+    )
+    config = ye.build_config(spec)
+    _check_cpus(ye.required_cpus(config))
+    with _ray_started():
+        outcome = ye.run_experiment(spec, config, args.output)
+    print(f"\nExperiment:  {outcome.experiment_path}")
+    for trial_path, checkpoint, result in zip(outcome.trial_paths, outcome.checkpoints, outcome.last_results):
+        print(f"Results:     {trial_path}")
+        print(f"Checkpoint:  {checkpoint or '(none written)'}")
+        maml = result.get("maml") or {}
+        if "adaptation_delta" in maml:
+            print(f"Last maml/adaptation_delta: {float(maml['adaptation_delta']):.3f}")
+    print(f"TensorBoard: tensorboard --logdir {outcome.experiment_path}")
+    for error in outcome.errors:
+        print(f"rllib-maml: error: a trial failed: {error}", file=sys.stderr)
+    return EXIT_FAILED if outcome.errors else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rllib_maml import compare as cmp
+
+    plan = cmp.plan_compare(args.maml, args.ppo)
+    with _ray_started():
+        paths = cmp.compare(
+            plan, num_tasks=args.tasks, num_steps=args.steps, output=args.output,
+            seed=args.seed, num_env_runners=args.num_env_runners,
+        )
+    print(paths["markdown"].read_text())
+    for kind, path in paths.items():
+        print(f"{kind:>9}: {path}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rllib_maml import compare as cmp
+
+    info = cmp.plan_evaluate(args.checkpoint)
+    with _ray_started():
+        curve = cmp.evaluate(
+            info, num_tasks=args.tasks, num_steps=args.steps, seed=args.seed,
+            num_env_runners=args.num_env_runners,
+        )
+    print(cmp.markdown_table([curve]))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "compare": cmd_compare, "evaluate": cmd_evaluate}
+
+
+def _check_cpus(needed: float) -> None:
+    import ray
+
+    if ray.is_initialized():
+        available = ray.cluster_resources().get("CPU", 0.0)
+    else:  # what ray.init() will find (this process's CPU affinity, where the OS has it)
+        available = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if needed > available:
+        raise UserError(
+            f"one trial needs {needed:g} CPUs (main process + EnvRunners) but only {available:g} exist; "
+            "lower --num-env-runners"
+        )
+
+
+class _ray_started:
+    """Starts Ray (quietly, without the dashboard) unless it runs already; stops what it started."""
+
+    def __enter__(self) -> None:
+        import ray
+
+        self.started = not ray.is_initialized()
+        if self.started:
+            ray.init(include_dashboard=False, configure_logging=True, logging_level="WARNING")
+
+    def __exit__(self, *exc: object) -> None:
+        import ray
+
+        if self.started:
+            ray.shutdown()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``rllib-maml`` console script; returns the exit status."""
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    try:
+        import rllib_maml  # noqa: F401  (registers the envs and MAML with Tune, for restoring too)
+
+        return COMMANDS[args.command](args)
+    except UserError as err:
+        print(f"rllib-maml: error: {' '.join(str(err).splitlines())}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("rllib-maml: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

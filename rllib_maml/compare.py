@@ -1,0 +1,318 @@
+"""Adaptation curves of trained checkpoints on the same held-out tasks.
+
+``compare``: a MAML checkpoint, a PPO checkpoint fine-tuned with MAML's inner
+update (its RLModule weights become theta of a MAML algorithm with the MAML
+checkpoint's env and inner-loop settings) and a randomly initialised policy, each
+adapted for 0..K inner steps on the same tasks. ``evaluate``: one checkpoint.
+Results go to a CSV file, a markdown table and a PNG plot.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import pickle
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from rllib_maml.yaml_experiment import UserError
+
+#: Seed of the held-out task draw: the default of :func:`rllib_maml.held_out.held_out_tasks`,
+#: so ``compare``, ``evaluate`` and the quickstart adapt on the very same tasks.
+HELD_OUT_SEED = 12345
+CHECKPOINT_MARKER = "class_and_ctor_args.pkl"
+OUTPUT_NAMES = {"csv": "adaptation_curves.csv", "markdown": "adaptation_curves.md", "png": "adaptation_curves.png"}
+
+
+@dataclasses.dataclass
+class CheckpointInfo:
+    """An algorithm checkpoint directory and what it holds (read without building it)."""
+
+    path: Path
+    algo_class: type
+    config: Any  # the AlgorithmConfig it was trained with
+
+    @property
+    def is_maml(self) -> bool:
+        from rllib_maml.maml import MAML
+
+        return issubclass(self.algo_class, MAML)
+
+
+@dataclasses.dataclass
+class Curve:
+    """Mean episode return after ``k`` inner steps, ``returns[k]``, k = 0..K."""
+
+    label: str
+    returns: List[float]
+    per_group: Dict[str, List[float]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def delta(self) -> float:
+        return self.returns[-1] - self.returns[0]
+
+    @classmethod
+    def from_metrics(cls, label: str, metrics: Dict[str, Any]) -> "Curve":
+        def returns_of(m: Dict[str, Any]) -> List[float]:
+            steps = sum(1 for k in m if k.startswith("episode_return_mean_adapt_"))
+            return [float(m[f"episode_return_mean_adapt_{k}"]) for k in range(steps)]
+
+        groups = {g: returns_of(m) for g, m in (metrics.get("per_task") or {}).items()}
+        return cls(label=label, returns=returns_of(metrics), per_group=groups)
+
+
+# --- checkpoints -------------------------------------------------------------------
+def resolve_checkpoint(path: str | Path, flag: str = "checkpoint") -> Path:
+    """An algorithm checkpoint directory: ``path`` itself, or the newest
+    ``checkpoint_*`` below it (so a Tune trial or experiment folder also works)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"{flag} {path}: no such checkpoint directory")
+    if (path / CHECKPOINT_MARKER).is_file():
+        return path
+    if path.is_dir():
+        found = [p for p in path.rglob("checkpoint_*") if (p / CHECKPOINT_MARKER).is_file()]
+        if found:
+            return max(found, key=lambda p: (p.stat().st_mtime, p.name))
+    raise UserError(f"{flag} {path}: not an RLlib algorithm checkpoint and holds none (no {CHECKPOINT_MARKER})")
+
+
+def read_checkpoint(path: str | Path, flag: str = "checkpoint") -> CheckpointInfo:
+    """Reads a checkpoint's algorithm class and config; :class:`UserError` if unreadable."""
+    from ray.rllib.algorithms.algorithm import Algorithm
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+    import rllib_maml  # noqa: F401  (MAML checkpoints unpickle rllib_maml classes)
+
+    path = resolve_checkpoint(path, flag)
+    try:
+        with open(path / CHECKPOINT_MARKER, "rb") as f:
+            ctor_info = pickle.load(f)
+        algo_class = ctor_info["class"]
+        config = AlgorithmConfig.from_state(ctor_info["ctor_args_and_kwargs"][0][0])
+    except Exception as err:
+        raise UserError(f"{flag} {path}: unreadable checkpoint ({type(err).__name__}: {err})") from None
+    if not (isinstance(algo_class, type) and issubclass(algo_class, Algorithm)):
+        raise UserError(f"{flag} {path}: not an RLlib algorithm checkpoint")
+    return CheckpointInfo(path=path, algo_class=algo_class, config=config)
+
+
+def require_maml(info: CheckpointInfo, flag: str) -> None:
+    if not info.is_maml:
+        raise UserError(f"{flag} {info.path}: a {info.algo_class.__name__} checkpoint, not a MAML one")
+
+
+def require_non_maml(info: CheckpointInfo, flag: str) -> None:
+    if info.is_maml:
+        raise UserError(f"{flag} {info.path}: a MAML checkpoint; pass the PPO (baseline) checkpoint here")
+
+
+def module_weights(info: CheckpointInfo, flag: str) -> Dict[str, Any]:
+    """The policy weights of a checkpoint, which must hold a :class:`MAMLTorchRLModule`."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    from rllib_maml.maml_rl_module import MAMLTorchRLModule
+
+    module_dir = info.path / "learner_group" / "learner" / "rl_module" / DEFAULT_MODULE_ID
+    if not (module_dir / CHECKPOINT_MARKER).is_file():
+        raise UserError(f"{flag} {info.path}: holds no RLModule '{DEFAULT_MODULE_ID}' at {module_dir}")
+    module = RLModule.from_checkpoint(module_dir)
+    if not isinstance(module, MAMLTorchRLModule):
+        raise UserError(
+            f"{flag} {info.path}: its policy is a {type(module).__name__}, not a MAMLTorchRLModule; "
+            "train it with `rllib-maml train` on an rllib_maml env"
+        )
+    return module.get_state()
+
+
+# --- MAML configs that adapt a policy ----------------------------------------------
+def adaptation_config(info: CheckpointInfo, *, model_config: Optional[Dict[str, Any]] = None,
+                      num_env_runners: Optional[int] = None, seed: Optional[int] = None) -> Any:
+    """A MAML config to adapt with: the MAML checkpoint's own config, or for another
+    algorithm's checkpoint MAML's default inner loop on its env (and its gamma/lambda)."""
+    from rllib_maml.maml_config import MAMLConfig
+
+    if info.is_maml:
+        config = info.config.copy(copy_frozen=False)
+    else:
+        src = info.config
+        config = MAMLConfig().environment(src.env, env_config=dict(src.env_config or {}))
+        config.training(gamma=src.gamma, lambda_=getattr(src, "lambda_", 1.0))
+        config.rl_module(model_config=_own_model_config(src))
+    if model_config is not None:
+        config.rl_module(model_config=model_config)
+    if num_env_runners is not None:
+        config.env_runners(num_env_runners=num_env_runners)
+    if seed is not None:
+        config.debugging(seed=seed)
+    return config
+
+
+def _own_model_config(config: Any) -> Dict[str, Any]:
+    """The model_config a config's user set (without an algorithm's auto-included keys)."""
+    own = config._model_config
+    return dict(own) if isinstance(own, dict) else dataclasses.asdict(own)
+
+
+def same_env(a: CheckpointInfo, b: CheckpointInfo) -> bool:
+    return a.config.env == b.config.env and dict(a.config.env_config or {}) == dict(b.config.env_config or {})
+
+
+def held_out_tasks(config: Any, num_tasks: int, seed: int = HELD_OUT_SEED) -> List[Any]:
+    """``num_tasks`` tasks drawn from the env's distribution with a fixed seed."""
+    from rllib_maml import held_out
+
+    try:
+        return list(held_out.held_out_tasks(config.env, num_tasks, seed=seed, env_config=dict(config.env_config or {})))
+    except Exception as err:  # the env cannot be made here (e.g. MuJoCo missing)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot draw held-out tasks from env {config.env!r}: {first}") from None
+
+
+def _evaluate(algo: Any, label: str, tasks: Sequence[Any], num_steps: int) -> Curve:
+    try:
+        return Curve.from_metrics(label, algo.evaluate_adaptation(num_steps=num_steps, tasks=tasks))
+    finally:
+        algo.stop()
+
+
+def curve_of_checkpoint(info: CheckpointInfo, config: Any, label: str, tasks: Sequence[Any], num_steps: int) -> Curve:
+    """Restores a MAML checkpoint (theta and Learner state) and adapts it."""
+    from rllib_maml.maml import MAML
+
+    return _evaluate(MAML.from_checkpoint(str(info.path), config=config), label, tasks, num_steps)
+
+
+def curve_of_weights(config: Any, weights: Optional[Dict[str, Any]], label: str, tasks: Sequence[Any], num_steps: int) -> Curve:
+    """Builds MAML from ``config``, sets theta to ``weights`` (None: random init), adapts."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    algo = config.build_algo()
+    if weights is not None:
+        try:
+            algo.learner_group.set_weights({DEFAULT_MODULE_ID: weights})
+        except Exception as err:
+            algo.stop()
+            raise UserError(f"the policy weights do not fit the MAML policy network ({err})") from None
+    return _evaluate(algo, label, tasks, num_steps)
+
+
+# --- commands ----------------------------------------------------------------------
+@dataclasses.dataclass
+class ComparePlan:
+    """Checked inputs of ``compare`` (read without starting Ray)."""
+
+    maml: CheckpointInfo
+    ppo: CheckpointInfo
+    ppo_weights: Dict[str, Any]
+
+
+def plan_compare(maml_path: str, ppo_path: str) -> ComparePlan:
+    """Reads and checks both checkpoints: algorithms, env, policy network."""
+    maml = read_checkpoint(maml_path, "--maml")
+    require_maml(maml, "--maml")
+    ppo = read_checkpoint(ppo_path, "--ppo")
+    require_non_maml(ppo, "--ppo")
+    if not same_env(maml, ppo):
+        raise UserError(
+            f"the checkpoints were trained on different envs: --maml {maml.config.env} "
+            f"{maml.config.env_config or ''} vs --ppo {ppo.config.env} {ppo.config.env_config or ''}"
+        )
+    return ComparePlan(maml=maml, ppo=ppo, ppo_weights=module_weights(ppo, "--ppo"))
+
+
+def compare(plan: ComparePlan, *, num_tasks: int, num_steps: int, output: str,
+            seed: int = HELD_OUT_SEED, num_env_runners: Optional[int] = None) -> Dict[str, Path]:
+    """MAML vs PPO fine-tuned with MAML's inner update vs random init; writes the outputs."""
+    maml, ppo = plan.maml, plan.ppo
+    maml_config = adaptation_config(maml, num_env_runners=num_env_runners)
+    tasks = held_out_tasks(maml_config, num_tasks, seed)
+    ppo_config = adaptation_config(maml, model_config=_own_model_config(ppo.config), num_env_runners=num_env_runners)
+    random_config = adaptation_config(maml, num_env_runners=num_env_runners, seed=seed)
+    curves = [
+        curve_of_checkpoint(maml, maml_config, "MAML", tasks, num_steps),
+        curve_of_weights(ppo_config, plan.ppo_weights, "PPO + MAML inner update", tasks, num_steps),
+        curve_of_weights(random_config, None, "random init", tasks, num_steps),
+    ]
+    header = {
+        "env": maml.config.env,
+        "env_config": dict(maml.config.env_config or {}),
+        "held-out tasks": f"{len(tasks)} (seed {seed})",
+        "inner update": (
+            f"inner_lr={maml.config.inner_lr}, episodes_per_task={maml.config.episodes_per_task}, "
+            f"gamma={maml.config.gamma}, lambda={maml.config.lambda_}"
+        ),
+        "MAML checkpoint": str(maml.path),
+        "PPO checkpoint": str(ppo.path),
+    }
+    return write_outputs(curves, Path(output), header)
+
+
+def plan_evaluate(path: str) -> CheckpointInfo:
+    """Reads and checks the checkpoint of ``evaluate`` (without starting Ray)."""
+    info = read_checkpoint(path)
+    if not info.is_maml:
+        module_weights(info, "checkpoint")  # fails early on a policy MAML cannot adapt
+    return info
+
+
+def evaluate(info: CheckpointInfo, *, num_tasks: int, num_steps: int, seed: int = HELD_OUT_SEED,
+             num_env_runners: Optional[int] = None) -> Curve:
+    """The adaptation curve of one checkpoint (MAML, or another algorithm's
+    MAMLTorchRLModule policy adapted with MAML's default inner update)."""
+    config = adaptation_config(info, num_env_runners=num_env_runners)
+    tasks = held_out_tasks(config, num_tasks, seed)
+    label = info.algo_class.__name__
+    if info.is_maml:
+        return curve_of_checkpoint(info, config, label, tasks, num_steps)
+    return curve_of_weights(config, module_weights(info, "checkpoint"), label, tasks, num_steps)
+
+
+# --- outputs -----------------------------------------------------------------------
+def markdown_table(curves: Sequence[Curve]) -> str:
+    """Rows: policies; columns: return after 0..K inner steps and the change."""
+    num_steps = len(curves[0].returns)
+    head = ["policy"] + [f"step {k}" for k in range(num_steps)] + ["delta (K - 0)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for c in curves:
+        lines.append("| " + " | ".join([c.label] + [f"{r:.2f}" for r in c.returns] + [f"{c.delta:+.2f}"]) + " |")
+    return "\n".join(lines)
+
+
+def write_outputs(curves: Sequence[Curve], out_dir: Path, header: Dict[str, Any]) -> Dict[str, Path]:
+    """Writes the CSV, the markdown table and the PNG plot into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {kind: out_dir / name for kind, name in OUTPUT_NAMES.items()}
+    with open(paths["csv"], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["policy", "group", "step", "episode_return_mean"])
+        for c in curves:
+            for group, returns in [("all", c.returns), *sorted(c.per_group.items())]:
+                writer.writerows([c.label, group, k, f"{r:.6g}"] for k, r in enumerate(returns))
+    meta = "\n".join(f"- {k}: {v}" for k, v in header.items())
+    paths["markdown"].write_text(
+        f"# Adaptation curves\n\n{meta}\n\nMean episode return after k inner steps:\n\n{markdown_table(curves)}\n"
+    )
+    plot_curves(curves, paths["png"], title=str(header.get("env", "")))
+    return paths
+
+
+def plot_curves(curves: Sequence[Curve], path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for c in curves:
+        ax.plot(range(len(c.returns)), c.returns, marker="o", label=c.label)
+    ax.set_xlabel("inner adaptation steps")
+    ax.set_ylabel("mean episode return")
+    ax.set_xticks(range(len(curves[0].returns)))
+    ax.set_title(f"Adaptation on held-out tasks: {title}" if title else "Adaptation on held-out tasks")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,251 @@
+"""``rllib-maml``: every tuned example runs through Tune, train -> compare end to end, one-line errors.
+
+The runs are tiny (one iteration, budget overrides) and in-process, on the session's
+Ray instance (``ray_session``); the whole file takes a few minutes on 2 CPUs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+import yaml
+
+from rllib_maml.cli import EXIT_USAGE, main
+from rllib_maml.yaml_experiment import STEP_BUDGET_KEY, load_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+TUNED = ROOT / "tuned_examples"
+YAMLS = sorted(TUNED.glob("*.yaml"))
+MAML_EXAMPLES = {
+    "navigation2d": "rllib_maml/Navigation2D-v0",
+    "pendulum-mass": "rllib_maml/PendulumMass-v0",
+    "halfcheetah-rand-direc": "rllib_maml/HalfCheetahRandDirec-v0",
+    "halfcheetah-rand-vel": "rllib_maml/HalfCheetahRandVel-v0",
+    "ant-rand-direc": "rllib_maml/AntRandDirec-v0",
+    "ant-rand-goal": "rllib_maml/AntRandGoal-v0",
+    "multi-morphology-ant-halfcheetah": "rllib_maml/MultiMorphologyLocomotion-v0",
+    "multi-morphology-walker-hopper": "rllib_maml/MultiMorphologyLocomotion-v0",
+    "multi-morphology-all": "rllib_maml/MultiMorphologyLocomotion-v0",
+}
+MORPHOLOGY_SUBSETS = {
+    "multi-morphology-ant-halfcheetah": {"Ant", "HalfCheetah"},
+    "multi-morphology-walker-hopper": {"Walker2d", "Hopper"},
+    "multi-morphology-all": {"Ant", "HalfCheetah", "Walker2d", "Hopper", "Swimmer"},
+}
+NAV2D = ("navigation2d", "navigation2d-ppo")
+#: Overrides that make one iteration take seconds.
+TINY = {
+    "MAML": ["meta_batch_size=1", "episodes_per_task=1", "num_envs_per_env_runner=1", "maml_optimizer_steps=1"],
+    "PPO": ["train_batch_size_per_learner=64", "minibatch_size=64", "num_epochs=1", "num_envs_per_env_runner=1"],
+}
+
+
+def train_args(path: Path, output: Path, *extra: str) -> List[str]:
+    overrides = [a for o in TINY[load_experiment(path).run] for a in ("--config-override", o)]
+    return ["train", str(path), "--stop-iters", "1", "--num-env-runners", "0", "--output", str(output), *overrides, *extra]
+
+
+def checkpoints_under(folder: Path) -> List[Path]:
+    return sorted(p for p in folder.rglob("checkpoint_*") if (p / "class_and_ctor_args.pkl").is_file())
+
+
+def assert_one_line_error(capsys: pytest.CaptureFixture, code: int, *fragments: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE
+    assert len(err.splitlines()) == 1 and err.startswith("rllib-maml: error: "), err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+# --- the tuned examples ------------------------------------------------------------
+def test_every_task_distribution_has_a_maml_and_a_ppo_file_with_the_same_budget() -> None:
+    names = {p.stem for p in YAMLS}
+    assert names == set(MAML_EXAMPLES) | {f"{n}-ppo" for n in MAML_EXAMPLES}
+    for name, env_id in MAML_EXAMPLES.items():
+        maml, ppo = load_experiment(TUNED / f"{name}.yaml"), load_experiment(TUNED / f"{name}-ppo.yaml")
+        assert (maml.run, ppo.run) == ("MAML", "PPO")
+        assert maml.config["env"] == ppo.config["env"] == env_id
+        assert maml.config.get("env_config") == ppo.config.get("env_config")
+        assert maml.stop == ppo.stop and maml.stop[STEP_BUDGET_KEY] > 0
+        assert maml.config["model_config"] == ppo.config["model_config"]
+        if name in MORPHOLOGY_SUBSETS:
+            assert set(maml.config["env_config"]["morphologies"]) == MORPHOLOGY_SUBSETS[name]
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.stem)
+def test_yaml_states_its_expected_result_and_source(path: Path) -> None:
+    header = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    text = " ".join(header)
+    assert "Expected:" in text and ("Source" in text or "computed" in text or "published" in text), path.name
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.stem)
+def test_every_yaml_trains_one_tiny_iteration(ray_session: None, path: Path, tmp_path: Path, request, capsys) -> None:
+    if path.stem in NAV2D:  # trained by the nav2d_runs fixture through the same command; don't pay twice
+        run = request.getfixturevalue("nav2d_runs")[path.stem]
+        experiment, out = run["experiment"], run["stdout"]
+    else:
+        assert main(train_args(path, tmp_path)) == 0
+        experiment, out = tmp_path / load_experiment(path).name, capsys.readouterr().out
+    assert checkpoints_under(experiment), out
+    assert f"Checkpoint:  {checkpoints_under(experiment)[-1]}" in out
+    assert f"tensorboard --logdir {experiment}" in out
+
+
+# --- train -> compare end to end ---------------------------------------------------
+@pytest.fixture(scope="module")
+def nav2d_runs(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+    """``rllib-maml train`` of navigation2d.yaml and navigation2d-ppo.yaml, two tiny iterations each."""
+    out = tmp_path_factory.mktemp("nav2d_results")
+    runs: Dict[str, Any] = {}
+    for name in NAV2D:
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            assert main(train_args(TUNED / f"{name}.yaml", out, "--stop-iters", "2")) == 0
+        runs[name] = {"experiment": out / load_experiment(TUNED / f"{name}.yaml").name, "stdout": stdout.getvalue()}
+    runs["maml"], runs["ppo"] = runs["navigation2d"]["experiment"], runs["navigation2d-ppo"]["experiment"]
+    return runs
+
+
+def test_train_writes_maml_metrics_to_tensorboard(nav2d_runs: Dict[str, Any]) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    event_files = sorted(nav2d_runs["maml"].rglob("events.out.tfevents.*"))
+    assert event_files
+    events = EventAccumulator(str(event_files[0]))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in ("ray/tune/maml/adaptation_delta", "ray/tune/maml/episode_return_mean_adapt_1"):
+        assert tag in tags, sorted(tags)
+    assert len(events.Scalars("ray/tune/maml/adaptation_delta")) == 2  # one per iteration
+    assert len(checkpoints_under(nav2d_runs["maml"])) == 1  # --stop-iters 2 < checkpoint_freq: the final one
+
+
+def test_compare_writes_csv_markdown_and_png(nav2d_runs: Dict[str, Any], tmp_path: Path, capsys) -> None:
+    steps = 2
+    args = ["compare", "--maml", str(nav2d_runs["maml"]), "--ppo", str(nav2d_runs["ppo"]),
+            "--tasks", "2", "--steps", str(steps), "--output", str(tmp_path)]
+    assert main(args) == 0
+    with open(tmp_path / "adaptation_curves.csv") as f:
+        rows = list(csv.DictReader(f))
+    policies = ["MAML", "PPO + MAML inner update", "random init"]
+    assert [(r["policy"], int(r["step"])) for r in rows] == [(p, k) for p in policies for k in range(steps + 1)]
+    assert all(r["group"] == "all" and float(r["episode_return_mean"]) < 0 for r in rows)
+    table = (tmp_path / "adaptation_curves.md").read_text()
+    assert "| policy | step 0 | step 1 | step 2 | delta (K - 0) |" in table
+    assert all(f"| {p} |" in table for p in policies)
+    assert (tmp_path / "adaptation_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| MAML |" in capsys.readouterr().out
+
+
+def test_compare_is_reproducible_on_the_same_held_out_tasks(nav2d_runs: Dict[str, Any]) -> None:
+    from rllib_maml import compare as cmp
+
+    maml = cmp.read_checkpoint(nav2d_runs["maml"])
+    config = cmp.adaptation_config(maml)
+    assert [t.tolist() for t in cmp.held_out_tasks(config, 3, seed=7)] == [
+        t.tolist() for t in cmp.held_out_tasks(config, 3, seed=7)
+    ]
+    ppo = cmp.read_checkpoint(nav2d_runs["ppo"])
+    weights = cmp.module_weights(ppo, "--ppo")
+    assert {"log_std", "pi.0.weight", "vf.0.weight"} <= set(weights)
+
+
+@pytest.mark.parametrize("which", ["maml", "ppo"])
+def test_evaluate_prints_the_adaptation_curve(nav2d_runs: Dict[str, Any], which: str, capsys) -> None:
+    assert main(["evaluate", str(nav2d_runs[which]), "--tasks", "1", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| policy | step 0 | step 1 | delta (K - 0) |" in out
+    assert ("| MAML |" if which == "maml" else "| PPO |") in out
+
+
+def test_wrong_algorithm_checkpoints_fail_with_one_line(nav2d_runs: Dict[str, Any], tmp_path: Path, capsys) -> None:
+    maml, ppo = str(nav2d_runs["maml"]), str(nav2d_runs["ppo"])
+    code = main(["compare", "--maml", ppo, "--ppo", ppo, "--output", str(tmp_path)])
+    assert_one_line_error(capsys, code, "--maml", "PPO checkpoint, not a MAML one")
+    code = main(["compare", "--maml", maml, "--ppo", maml, "--output", str(tmp_path)])
+    assert_one_line_error(capsys, code, "--ppo", "MAML checkpoint")
+    code = main(["evaluate", str(tmp_path)])
+    assert_one_line_error(capsys, code, "not an RLlib algorithm checkpoint")
+    code = main(["compare", "--maml", str(tmp_path / "missing"), "--ppo", ppo])
+    assert_one_line_error(capsys, code, "no such checkpoint directory")
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_failed_trial_exits_non_zero_naming_the_error(ray_session: None, tmp_path: Path, capsys) -> None:
+    args = train_args(TUNED / "navigation2d.yaml", tmp_path, "--config-override", "model_config.fcnet_activation=foo")
+    assert main(args) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("rllib-maml: error: a trial failed: ") and "fcnet_activation" in last, last
+    assert "error.txt" in last
+
+
+# --- input errors ------------------------------------------------------------------
+BAD_YAMLS = {
+    "broken": ("exp:\n  run: MAML\n  env: [1, 2\n", "broken YAML at line"),
+    "not_a_mapping": ("- run: MAML\n- env: x\n", "not a Tune experiment"),
+    "no_run": ("exp:\n  env: rllib_maml/Navigation2D-v0\n", "not a Tune experiment"),
+    "unknown_env": ("exp:\n  run: MAML\n  env: rllib_maml/NoSuchEnv-v0\n", "unknown env 'rllib_maml/NoSuchEnv-v0'"),
+    "unknown_key": ("exp:\n  run: PPO\n  env: rllib_maml/Navigation2D-v0\n  config: {lrr: 0.1}\n", "['lrr']"),
+    "unknown_algo": ("exp:\n  run: NoSuchAlgo\n  env: rllib_maml/Navigation2D-v0\n", "unknown algorithm"),
+    "invalid_value": ("exp:\n  run: MAML\n  env: rllib_maml/Navigation2D-v0\n  config: {meta_batch_size: 0}\n",
+                      "meta_batch_size=0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_YAMLS))
+def test_bad_yaml_fails_with_one_line(case: str, tmp_path: Path, capsys) -> None:
+    text, fragment = BAD_YAMLS[case]
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(text)
+    assert_one_line_error(capsys, main(["train", str(path), "--output", str(tmp_path / "out")]), str(path), fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_file_and_bad_override_fail_with_one_line(tmp_path: Path, capsys) -> None:
+    assert_one_line_error(capsys, main(["train", str(tmp_path / "nope.yaml")]), "no such file")
+    good = str(TUNED / "navigation2d.yaml")
+    assert_one_line_error(capsys, main(["train", good, "--config-override", "meta_batch_size"]), "KEY=VALUE")
+    code = main(["train", good, "--num-env-runners", "64"])
+    assert_one_line_error(capsys, code, "CPUs", "--num-env-runners")
+
+
+def test_overrides_reach_the_config() -> None:
+    from rllib_maml.yaml_experiment import apply_overrides, build_config
+
+    spec = apply_overrides(
+        load_experiment(TUNED / "multi-morphology-all-ppo.yaml"),
+        stop_iters=3, stop_timesteps=1000, num_env_runners=0,
+        config_overrides=["env_config.morphologies=[Hopper, Swimmer]", "num_epochs=2"],
+    )
+    assert spec.stop == {STEP_BUDGET_KEY: 1000, "training_iteration": 3}
+    config = build_config(spec)
+    assert (config.num_env_runners, config.num_epochs) == (0, 2)
+    assert config.env_config == {"morphologies": ["Hopper", "Swimmer"]}
+    # PPO on an rllib_maml env gets MAML's policy network and the env's action mask.
+    assert config.rl_module_spec.module_class.__name__ == "MAMLTorchRLModule"
+    assert config.model_config["action_masks"] == [[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]
+
+
+def test_console_script_reports_errors_in_one_line(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("rllib-maml")
+    if not script.exists():
+        pytest.skip("the rllib-maml console script is not installed in this environment")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(["not", "an", "experiment"]))
+    proc = subprocess.run([str(script), "train", str(bad)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == EXIT_USAGE
+    assert proc.stderr.strip().splitlines() == [f"rllib-maml: error: {bad}: not a Tune experiment file; "
+                                                "expected NAME: {run: ALGO, env: ENV_ID, stop: {...}, config: {...}}"]
