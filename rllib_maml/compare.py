@@ -65,7 +65,8 @@ class Curve:
 def resolve_checkpoint(path: str | Path, flag: str = "checkpoint") -> Path:
     """An algorithm checkpoint directory: ``path`` itself, or the newest
     ``checkpoint_*`` below it (so a Tune trial or experiment folder also works)."""
-    path = Path(path).expanduser()
+    # Absolute: RLlib reads checkpoints through pyarrow, which rejects relative paths.
+    path = Path(path).expanduser().resolve()
     if not path.exists():
         raise UserError(f"{flag} {path}: no such checkpoint directory")
     if (path / CHECKPOINT_MARKER).is_file():

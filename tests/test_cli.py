@@ -249,3 +249,15 @@ def test_console_script_reports_errors_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == EXIT_USAGE
     assert proc.stderr.strip().splitlines() == [f"rllib-maml: error: {bad}: not a Tune experiment file; "
                                                 "expected NAME: {run: ALGO, env: ENV_ID, stop: {...}, config: {...}}"]
+
+
+def test_relative_checkpoint_paths_are_made_absolute(tmp_path: Path, monkeypatch) -> None:
+    """RLlib reads checkpoints through pyarrow, which rejects relative paths."""
+    from rllib_maml.compare import CHECKPOINT_MARKER, resolve_checkpoint
+
+    checkpoint = tmp_path / "run" / "checkpoint_000000"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / CHECKPOINT_MARKER).write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    resolved = resolve_checkpoint("run")
+    assert resolved.is_absolute() and resolved == checkpoint.resolve()
