@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-learning benchmark
+.PHONY: demo test benchmark
 
 $(BIN)/rllib-maml: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,6 @@ demo: $(BIN)/rllib-maml
 
 test: $(BIN)/rllib-maml
 	$(BIN)/python -m pytest -q
-
-test-learning: $(BIN)/rllib-maml
-	$(BIN)/python -m pytest -q -m learning
 
 benchmark: $(BIN)/rllib-maml
 	$(BIN)/python benchmarks/throughput.py

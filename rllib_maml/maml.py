@@ -100,8 +100,9 @@ class MAML(Algorithm):
     def _sample_on_runners(self, tasks: Sequence[Any], weights: Sequence[Dict[str, np.ndarray]], step: int) -> List[TaskRollout]:
         """Samples every task at adaptation step ``step``, spread over the runners in rounds.
 
-        A task whose runner fails is sampled again after the runners are restored, so
-        no task's data is silently dropped.
+        A task whose runner fails is sampled again after the runners are restored; after
+        ``MAX_SAMPLING_RETRIES`` failures the iteration raises, naming the tasks, so no
+        task's data is silently dropped.
         """
         group = self.env_runner_group
         rollouts: Dict[int, TaskRollout] = {}
