@@ -96,7 +96,22 @@ class _V5LocomotionTask(TaskSettableEnv[TaskType]):
         raise NotImplementedError
 
 
-class HalfCheetahRandDirecEnv(_V5LocomotionTask[float], HalfCheetahEnv):
+def sample_directions(rng: np.random.Generator, n_tasks: int) -> List[float]:
+    """``n_tasks`` directions, ``+1.0`` or ``-1.0`` with probability 1/2 each."""
+    return [float(d) for d in rng.choice((-1.0, 1.0), size=n_tasks)]
+
+
+class _V5DirectionTask(_V5LocomotionTask[float]):
+    """The forward/backward task distribution shared by the ``*RandDirec`` envs."""
+
+    def sample_tasks(self, n_tasks: int) -> List[float]:
+        return sample_directions(self.np_random, n_tasks)
+
+    def _validate_task(self, task: Any) -> float:
+        return direction_task(task, type(self).__name__)
+
+
+class HalfCheetahRandDirecEnv(_V5DirectionTask, HalfCheetahEnv):
     """HalfCheetah that must run forward or backward.
 
     ## Description
@@ -138,12 +153,6 @@ class HalfCheetahRandDirecEnv(_V5LocomotionTask[float], HalfCheetahEnv):
 
     def __init__(self, config: Optional[Dict[str, Any]] = None, **kwargs: Any) -> None:
         self._init_v5(HalfCheetahEnv, config, kwargs)
-
-    def sample_tasks(self, n_tasks: int) -> List[float]:
-        return [float(d) for d in self.np_random.choice((-1.0, 1.0), size=n_tasks)]
-
-    def _validate_task(self, task: Any) -> float:
-        return direction_task(task, type(self).__name__)
 
     def _task_reward(self, v5_reward: float, info: Dict[str, Any]) -> Tuple[float, Dict[str, Any]]:
         forward = self._episode_task * info["reward_forward"]
@@ -207,7 +216,7 @@ class HalfCheetahRandVelEnv(_V5LocomotionTask[float], HalfCheetahEnv):
         return velocity_reward + info["reward_ctrl"], info
 
 
-class AntRandDirecEnv(_V5LocomotionTask[float], AntEnv):
+class AntRandDirecEnv(_V5DirectionTask, AntEnv):
     """Ant that must walk forward or backward along x.
 
     ## Description
@@ -249,12 +258,6 @@ class AntRandDirecEnv(_V5LocomotionTask[float], AntEnv):
 
     def __init__(self, config: Optional[Dict[str, Any]] = None, **kwargs: Any) -> None:
         self._init_v5(AntEnv, config, kwargs)
-
-    def sample_tasks(self, n_tasks: int) -> List[float]:
-        return [float(d) for d in self.np_random.choice((-1.0, 1.0), size=n_tasks)]
-
-    def _validate_task(self, task: Any) -> float:
-        return direction_task(task, type(self).__name__)
 
     def _task_reward(self, v5_reward: float, info: Dict[str, Any]) -> Tuple[float, Dict[str, Any]]:
         forward = info["reward_forward"]

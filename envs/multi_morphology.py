@@ -15,7 +15,7 @@ from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
 from gymnasium.utils import EzPickle, seeding
 
-from rllib_maml.envs.mujoco_locomotion import direction_task, env_options
+from rllib_maml.envs.mujoco_locomotion import direction_task, env_options, sample_directions
 from rllib_maml.task_settable_env import TaskSettableEnv
 
 #: A task: the morphology's name, or ``(name, direction)`` with ``directions=True``.
@@ -165,8 +165,8 @@ class MultiMorphologyLocomotionEnv(TaskSettableEnv[MorphologyTask], EzPickle):
         names = [self.morphologies[i] for i in indices]
         if not self.directions:
             return names
-        signs = self.np_random.choice((-1.0, 1.0), size=n_tasks)
-        return [(name, float(sign)) for name, sign in zip(names, signs)]
+        signs = sample_directions(self.np_random, n_tasks)
+        return [(name, sign) for name, sign in zip(names, signs)]
 
     def _validate_task(self, task: Any) -> MorphologyTask:
         if self.directions:
