@@ -10,6 +10,7 @@ from rllib_maml.maml import MAML
 from rllib_maml.maml_config import MAMLConfig
 from rllib_maml.maml_learner import MAMLTorchLearner
 from rllib_maml.maml_rl_module import MAMLTorchRLModule, MaskedDiagGaussian
+from rllib_maml.maml_torch_policy import MAMLTorchPolicy
 
 from ray.tune.registry import register_trainable
 
@@ -18,6 +19,7 @@ __all__ = [
     "MAML",
     "MAMLConfig",
     "MAMLTorchLearner",
+    "MAMLTorchPolicy",
     "MAMLTorchRLModule",
     "MaskedDiagGaussian",
     "TaskSettableEnv",

@@ -5,26 +5,31 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Type
 
 import numpy as np
 
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+from ray.rllib.policy.policy import Policy
+from ray.rllib.policy.sample_batch import DEFAULT_POLICY_ID
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
     EPISODE_LEN_MEAN,
     EPISODE_RETURN_MEAN,
     LEARNER_RESULTS,
+    NUM_AGENT_STEPS_SAMPLED,
     NUM_ENV_STEPS_SAMPLED,
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    NUM_ENV_STEPS_TRAINED,
     NUM_EPISODES,
     NUM_EPISODES_LIFETIME,
 )
+from ray.rllib.utils.metrics.learner_info import LEARNER_STATS_KEY
 
 from rllib_maml.maml_config import MAMLConfig
 from rllib_maml.rollouts import TaskRollout, mean_return
-from rllib_maml.runner_hooks import sample_task
+from rllib_maml.runner_hooks import sample_task, sample_task_on_rollout_worker
 from rllib_maml.task_env import make_task_env
 
 logger = logging.getLogger(__name__)
@@ -72,6 +77,12 @@ class MAML(Algorithm):
        differentiably from steps ``0..K-1``, plus a KL penalty); theta is synced to
        all runners.
 
+    Both RLlib API stacks are supported, chosen by ``config.api_stack(...)`` as for
+    PPO: on the new stack (the default) a :class:`~rllib_maml.MAMLTorchLearner` runs
+    the update and ``SingleAgentEnvRunner`` s sample; on the old stack the driver's
+    :class:`~rllib_maml.MAMLTorchPolicy` runs it and ``RolloutWorker`` s sample.
+    Results, ``evaluate_adaptation`` and checkpoints behave alike on both.
+
     Results: ``env_runners/episode_return_mean`` is the pre-adaptation return;
     ``maml/episode_return_mean_adapt_{k}`` (k = 0..K) and ``maml/adaptation_delta``
     give the adaptation curve. ``evaluate_adaptation`` measures it on fresh or given
@@ -82,6 +93,16 @@ class MAML(Algorithm):
     def get_default_config(cls) -> AlgorithmConfig:
         return MAMLConfig()
 
+    @classmethod
+    def get_default_policy_class(cls, config: AlgorithmConfig) -> Optional[Type[Policy]]:
+        from rllib_maml.maml_torch_policy import MAMLTorchPolicy
+
+        return MAMLTorchPolicy
+
+    @property
+    def _old_api_stack(self) -> bool:
+        return not self.config.enable_env_runner_and_connector_v2
+
     def setup(self, config: AlgorithmConfig) -> None:
         # Check the task interface here, on the driver, before any worker starts.
         self._task_env = make_task_env(config)
@@ -90,6 +111,9 @@ class MAML(Algorithm):
 
     # --- coordination ------------------------------------------------------------
     def _learner_call(self, method: str, **kwargs: Any) -> Any:
+        """Calls ``method`` of whatever holds theta: the Learner, or (old stack) the driver's policy."""
+        if self._old_api_stack:
+            return getattr(self.get_policy(), method)(**kwargs)
         results = self.learner_group.foreach_learner(lambda learner, **kw: getattr(learner, method)(**kw), **kwargs)
         return next(iter(results)).get()
 
@@ -105,6 +129,7 @@ class MAML(Algorithm):
         task's data is silently dropped.
         """
         group = self.env_runner_group
+        hook = sample_task_on_rollout_worker if self._old_api_stack else sample_task
         rollouts: Dict[int, TaskRollout] = {}
         pending = list(range(len(tasks)))
         failures = 0
@@ -113,7 +138,7 @@ class MAML(Algorithm):
             this_round, pending = pending[: len(runner_ids)], pending[len(runner_ids):]
             hooks = [
                 functools.partial(
-                    sample_task,
+                    hook,
                     task_index=i,
                     step=step,
                     task=tasks[i],
@@ -178,30 +203,43 @@ class MAML(Algorithm):
         return rollouts
 
     def _sync_theta_to_runners(self) -> None:
-        self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)
+        if self._old_api_stack:
+            # From the driver's local worker, whose policy holds theta.
+            self.env_runner_group.sync_weights()
+        else:
+            self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)
 
     # --- the iteration -------------------------------------------------------------
-    def training_step(self) -> None:
+    def training_step(self) -> Optional[Dict[str, Any]]:
         cfg = self.config
         tasks = self.sample_tasks(cfg.meta_batch_size)
         rollouts = self._sample_adaptation(tasks, cfg.inner_adaptation_steps)
         learner_stats = self._learner_call("meta_update", rollouts=rollouts)
         self._sync_theta_to_runners()
+        if self._old_api_stack:
+            return self._old_stack_iteration_results(rollouts, learner_stats)
         self._log_iteration(rollouts, learner_stats)
+        return None
 
-    def _log_iteration(self, rollouts: List[List[TaskRollout]], learner_stats: Dict[str, float]) -> None:
-        all_rollouts = [r for task_rollouts in rollouts for r in task_rollouts]
+    @staticmethod
+    def _runner_stats(rollouts: List[List[TaskRollout]]) -> Dict[str, float]:
+        """env_runners/episode_return_mean is the meta-policy's own (pre-adaptation) return."""
         pre_adaptation = [task_rollouts[0] for task_rollouts in rollouts]
-        env_steps = sum(r.num_env_steps for r in all_rollouts)
-        num_episodes = sum(len(r.episode_lens) for r in all_rollouts)
-        runner_stats = {
-            # env_runners/episode_return_mean: the meta-policy's own (pre-adaptation) return.
+        return {
             EPISODE_RETURN_MEAN: mean_return(pre_adaptation),
             EPISODE_LEN_MEAN: float(np.mean(np.concatenate([r.episode_lens for r in pre_adaptation]))),
         }
-        for key, value in runner_stats.items():
+
+    @staticmethod
+    def _sample_counts(rollouts: List[List[TaskRollout]]) -> tuple[int, int]:
+        """(env steps, episodes) over every adaptation step's samples: they are all paid for."""
+        all_rollouts = [r for task_rollouts in rollouts for r in task_rollouts]
+        return sum(r.num_env_steps for r in all_rollouts), sum(len(r.episode_lens) for r in all_rollouts)
+
+    def _log_iteration(self, rollouts: List[List[TaskRollout]], learner_stats: Dict[str, float]) -> None:
+        env_steps, num_episodes = self._sample_counts(rollouts)
+        for key, value in self._runner_stats(rollouts).items():
             self.metrics.log_value((ENV_RUNNER_RESULTS, key), value, window=1)
-        # Step counters cover every adaptation step's samples: they are all paid for.
         self.metrics.log_value((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED), env_steps, reduce="sum")
         self.metrics.log_value((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), env_steps, reduce="lifetime_sum")
         self.metrics.log_value((ENV_RUNNER_RESULTS, NUM_EPISODES), num_episodes, reduce="sum")
@@ -209,6 +247,28 @@ class MAML(Algorithm):
         for key, value in learner_stats.items():
             self.metrics.log_value((LEARNER_RESULTS, key), value, window=1)
         self._log_nested((MAML_RESULTS,), adaptation_metrics(rollouts))
+
+    def _old_stack_iteration_results(self, rollouts: List[List[TaskRollout]], learner_stats: Dict[str, float]) -> Dict[str, Any]:
+        """The old stack's counters, and the MAML results that ``_compile_iteration_results_old_api_stack`` adds."""
+        env_steps, num_episodes = self._sample_counts(rollouts)
+        for counter in (NUM_ENV_STEPS_SAMPLED, NUM_AGENT_STEPS_SAMPLED):
+            self._counters[counter] += env_steps
+        # Every step the meta-loss reads: the post-adaptation data of every task.
+        self._counters[NUM_ENV_STEPS_TRAINED] += sum(r[-1].num_env_steps for r in rollouts)
+        self._old_stack_results = {
+            ENV_RUNNER_RESULTS: {**self._runner_stats(rollouts), NUM_EPISODES: num_episodes},
+            MAML_RESULTS: adaptation_metrics(rollouts),
+        }
+        return {DEFAULT_POLICY_ID: {LEARNER_STATS_KEY: learner_stats}}
+
+    def _compile_iteration_results_old_api_stack(self, **kwargs: Any) -> Dict[str, Any]:
+        results = super()._compile_iteration_results_old_api_stack(**kwargs)
+        # RLlib summarises the RolloutWorkers' sampler episodes, which MAML does not use.
+        extra = getattr(self, "_old_stack_results", {})
+        results[ENV_RUNNER_RESULTS] = {**results[ENV_RUNNER_RESULTS], **extra.get(ENV_RUNNER_RESULTS, {})}
+        if MAML_RESULTS in extra:
+            results[MAML_RESULTS] = extra[MAML_RESULTS]
+        return results
 
     def _log_nested(self, prefix: tuple, values: Dict[str, Any]) -> None:
         for key, value in values.items():

@@ -71,6 +71,8 @@ class MAMLConfig(AlgorithmConfig):
     def __init__(self, algo_class: Optional[Type] = None) -> None:
         from rllib_maml.maml import MAML
 
+        # The old stack's policy samples through this Exploration (set before super(), as PPO does).
+        self.exploration_config = {"type": "StochasticSampling"}
         super().__init__(algo_class=algo_class or MAML)
         self.lr = 1e-3
         self.gamma = 0.99
@@ -155,16 +157,37 @@ class MAMLConfig(AlgorithmConfig):
                 f"MAMLConfig.num_learners={self.num_learners} is not supported: MAML's meta-update "
                 "runs on one Learner; use num_learners=0 (local) or 1."
             )
-        if not self.enable_rl_module_and_learner or not self.enable_env_runner_and_connector_v2:
+        if self.enable_rl_module_and_learner != self.enable_env_runner_and_connector_v2:
             raise ValueError(
-                "MAML runs on RLlib's new API stack only; keep config.api_stack() at its defaults."
+                "MAML runs on either of RLlib's API stacks, not a mix: set both "
+                "config.api_stack(enable_rl_module_and_learner=..., "
+                "enable_env_runner_and_connector_v2=...) to True (new stack) or both to False (old stack)."
             )
+        if not self.enable_rl_module_and_learner:
+            self._validate_old_api_stack()
         if self.restart_failed_sub_environments:
             raise ValueError(
                 "MAMLConfig.restart_failed_sub_environments=True is not supported: RLlib would "
                 "recreate a failed sub-env without its task and its episodes would be mislabelled."
             )
         self._check_env_and_include_action_masks()
+
+    def _validate_old_api_stack(self) -> None:
+        """Settings of the old stack that MAML cannot honour fail here, by name."""
+        from ray.rllib.models.catalog import MODEL_DEFAULTS
+
+        changed = sorted(k for k, v in self.model.items() if MODEL_DEFAULTS.get(k) != v)
+        if changed:
+            raise ValueError(
+                f"MAMLConfig.model (ModelV2 settings {changed}) is not used by MAML: both API stacks "
+                "build the same MAMLTorchRLModule; set its options with "
+                "config.rl_module(model_config={...}) instead."
+            )
+        if self.observation_filter != "NoFilter":
+            raise ValueError(
+                f"MAMLConfig.observation_filter={self.observation_filter!r} is not supported on the "
+                "old API stack: MAML's samples would bypass the filter; use 'NoFilter'."
+            )
 
     def _check_env_and_include_action_masks(self) -> None:
         """Fails early (on the driver, at build time) for an env without the task interface,
@@ -191,6 +214,7 @@ class MAMLConfig(AlgorithmConfig):
         return RLModuleSpec(module_class=MAMLTorchRLModule)
 
     def get_default_learner_class(self) -> Type:
+        """The new stack's Learner (the old stack uses :class:`rllib_maml.MAMLTorchPolicy`)."""
         from rllib_maml.maml_learner import MAMLTorchLearner
 
         return MAMLTorchLearner

@@ -1,6 +1,6 @@
 """The README's main job: a short MAML run on Navigation2D, reporting held-out adaptation.
 
-    python -m rllib_maml.quickstart [--iterations 12]
+    python -m rllib_maml.quickstart [--iterations 12] [--old-api-stack]
 
 Prints the mean return on fixed held-out tasks before adaptation (step 0) and
 after one inner step (step 1), once for the untrained policy and once after
@@ -21,10 +21,14 @@ from rllib_maml.maml_config import MAMLConfig
 ENV_ID = "rllib_maml/Navigation2D-v0"
 
 
-def navigation2d_config(seed: int = 0) -> MAMLConfig:
-    """The small Navigation2D setting used by the quickstart and the learning test."""
+def navigation2d_config(seed: int = 0, old_api_stack: bool = False) -> MAMLConfig:
+    """The small Navigation2D setting used by the quickstart and the learning tests.
+
+    ``old_api_stack`` is the one switch that moves it to RLlib's old API stack.
+    """
     return (
         MAMLConfig()
+        .api_stack(enable_rl_module_and_learner=not old_api_stack, enable_env_runner_and_connector_v2=not old_api_stack)
         .environment(ENV_ID)
         .env_runners(num_env_runners=0, num_envs_per_env_runner=10)
         .training(meta_batch_size=10, episodes_per_task=10, inner_lr=0.5, lr=3e-3)
@@ -66,10 +70,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=12)
     parser.add_argument("--eval-tasks", type=int, default=10)
+    parser.add_argument("--old-api-stack", action="store_true", help="run on RLlib's old API stack (MAMLTorchPolicy)")
     args = parser.parse_args(argv)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        before, after, _ = train_and_evaluate(args.iterations, args.eval_tasks)
+        config = navigation2d_config(old_api_stack=args.old_api_stack)
+        before, after, _ = train_and_evaluate(args.iterations, args.eval_tasks, config=config)
     finally:
         ray.shutdown()
     print(f"\nNavigation2D, {args.eval_tasks} held-out goals, mean episode return (higher is better):")

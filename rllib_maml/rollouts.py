@@ -60,28 +60,58 @@ class TaskRollout:
         return np.flatnonzero(~is_final)
 
     @classmethod
-    def from_episodes(
-        cls, episodes: Sequence[Any], *, task_index: int, step: int, task: Any, group: Optional[str]
+    def from_episode_columns(
+        cls,
+        *,
+        task_index: int,
+        step: int,
+        task: Any,
+        group: Optional[str],
+        obs: Sequence[np.ndarray],
+        actions: Sequence[np.ndarray],
+        logp: Sequence[np.ndarray],
+        dist_inputs: Sequence[np.ndarray],
+        rewards: Sequence[np.ndarray],
+        terminated: Sequence[bool],
     ) -> "TaskRollout":
-        """Flattens RLlib ``SingleAgentEpisode``s (complete episodes of one task)."""
-        if not episodes:
+        """Concatenates per-episode columns (episode ``e``: ``obs[e]`` ``[T_e + 1, ...]``,
+        the others ``[T_e, ...]``) of complete episodes of one task."""
+        if not len(obs):
             raise ValueError(f"No episodes sampled for task {task_index} at step {step}")
+
+        def cat(columns: Sequence[np.ndarray]) -> np.ndarray:
+            return np.concatenate([np.asarray(c, np.float32) for c in columns])
+
         return cls(
             task_index=task_index,
             step=step,
             task=task,
             group=group,
-            obs=np.concatenate([np.asarray(e.get_observations(), np.float32) for e in episodes]),
-            actions=np.concatenate([np.asarray(e.get_actions(), np.float32) for e in episodes]),
-            logp=np.concatenate(
-                [np.asarray(e.get_extra_model_outputs(Columns.ACTION_LOGP), np.float32) for e in episodes]
-            ),
-            dist_inputs=np.concatenate(
-                [np.asarray(e.get_extra_model_outputs(Columns.ACTION_DIST_INPUTS), np.float32) for e in episodes]
-            ),
-            rewards=np.concatenate([np.asarray(e.get_rewards(), np.float32) for e in episodes]),
-            episode_lens=np.asarray([len(e) for e in episodes], dtype=np.int64),
-            terminated=np.asarray([e.is_terminated for e in episodes], dtype=bool),
+            obs=cat(obs),
+            actions=cat(actions),
+            logp=cat(logp),
+            dist_inputs=cat(dist_inputs),
+            rewards=cat(rewards),
+            episode_lens=np.asarray([len(r) for r in rewards], dtype=np.int64),
+            terminated=np.asarray(terminated, dtype=bool),
+        )
+
+    @classmethod
+    def from_episodes(
+        cls, episodes: Sequence[Any], *, task_index: int, step: int, task: Any, group: Optional[str]
+    ) -> "TaskRollout":
+        """Flattens RLlib ``SingleAgentEpisode``s (complete episodes of one task)."""
+        return cls.from_episode_columns(
+            task_index=task_index,
+            step=step,
+            task=task,
+            group=group,
+            obs=[e.get_observations() for e in episodes],
+            actions=[e.get_actions() for e in episodes],
+            logp=[e.get_extra_model_outputs(Columns.ACTION_LOGP) for e in episodes],
+            dist_inputs=[e.get_extra_model_outputs(Columns.ACTION_DIST_INPUTS) for e in episodes],
+            rewards=[e.get_rewards() for e in episodes],
+            terminated=[e.is_terminated for e in episodes],
         )
 
 
