@@ -1,7 +1,8 @@
 """Env steps per second of a full MAML iteration next to built-in PPO, and meta-update cost.
 
 One run, one process tree, same env, same EnvRunners and the same number of env
-steps per iteration for both algorithms; ratios are what to compare across machines.
+steps per iteration for all runs; ratios are what to compare across machines. MAML
+is measured on both RLlib API stacks (``--no-old-api-stack`` skips the old one).
 
     python benchmarks/throughput.py --env rllib_maml/HalfCheetahRandDirec-v0 --iters 3
 """
@@ -28,6 +29,7 @@ def timed_iterations(train: Callable[[], Dict], iters: int) -> List[float]:
     for _ in range(iters):
         start = time.perf_counter()
         result = train()
+        # Both stacks report it here (MAML's old-stack results add the key for parity).
         rates.append(result["env_runners"]["num_env_steps_sampled"] / (time.perf_counter() - start))
     return rates
 
@@ -41,6 +43,7 @@ def main() -> None:
     parser.add_argument("--meta-batch-size", type=int, default=10)
     parser.add_argument("--episodes-per-task", type=int, default=10)
     parser.add_argument("--horizon", type=int, default=100, help="episode length of --env, for PPO's batch size")
+    parser.add_argument("--no-old-api-stack", action="store_true", help="skip MAML on the old API stack")
     args = parser.parse_args()
 
     # Same intra-op setting for both algorithms' driver-side Learner (see MAMLConfig.torch_num_threads).
@@ -61,6 +64,15 @@ def main() -> None:
     # Meta-update cost, first vs second order, on identical rollouts.
     rollouts = maml._sample_adaptation(maml.sample_tasks(args.meta_batch_size), 1)
     maml.stop()  # free its EnvRunners' CPUs (Ray has only 2 here)
+    old_stack_rates: List[float] = []
+    if not args.no_old_api_stack:
+        old_stack = (
+            maml_config.copy(copy_frozen=False)
+            .api_stack(enable_rl_module_and_learner=False, enable_env_runner_and_connector_v2=False)
+            .build_algo()
+        )
+        old_stack_rates = timed_iterations(old_stack.train, args.iters)
+        old_stack.stop()
     update_seconds = {}
     for first_order in (True, False):
         algo = (
@@ -94,6 +106,10 @@ def main() -> None:
     print(f"| MAML env steps/s (full iteration: sampling + inner steps + meta-update) | {maml_rate:,.0f} |")
     print(f"| built-in PPO env steps/s (full iteration, 10 epochs) | {ppo_rate:,.0f} |")
     print(f"| MAML / PPO | {maml_rate / ppo_rate:.2f} |")
+    if old_stack_rates:
+        old_rate = statistics.median(old_stack_rates)
+        print(f"| MAML env steps/s, old API stack (MAMLTorchPolicy, RolloutWorkers) | {old_rate:,.0f} |")
+        print(f"| MAML old stack / new stack | {old_rate / maml_rate:.2f} |")
     print(f"| meta-update, first order ({args.meta_batch_size} tasks, 5 Adam steps) | {update_seconds[True]:.2f} s |")
     print(f"| meta-update, second order | {update_seconds[False]:.2f} s |")
     print(f"| second / first order | {update_seconds[False] / update_seconds[True]:.2f} |")

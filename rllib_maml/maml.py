@@ -255,8 +255,15 @@ class MAML(Algorithm):
             self._counters[counter] += env_steps
         # Every step the meta-loss reads: the post-adaptation data of every task.
         self._counters[NUM_ENV_STEPS_TRAINED] += sum(r[-1].num_env_steps for r in rollouts)
+        # The new stack's env_runners keys too, so stop criteria carry over between stacks.
+        runner_stats = {
+            **self._runner_stats(rollouts),
+            NUM_EPISODES: num_episodes,
+            NUM_ENV_STEPS_SAMPLED: env_steps,
+            NUM_ENV_STEPS_SAMPLED_LIFETIME: self._counters[NUM_ENV_STEPS_SAMPLED],
+        }
         self._old_stack_results = {
-            ENV_RUNNER_RESULTS: {**self._runner_stats(rollouts), NUM_EPISODES: num_episodes},
+            ENV_RUNNER_RESULTS: runner_stats,
             MAML_RESULTS: adaptation_metrics(rollouts),
         }
         return {DEFAULT_POLICY_ID: {LEARNER_STATS_KEY: learner_stats}}

@@ -55,6 +55,7 @@ def test_build_and_train_twice_on_the_old_stack(ray_session: None, env_id: str, 
             assert result["env_runners"]["episode_return_mean"] == pytest.approx(maml["episode_return_mean_adapt_0"])
             assert np.isfinite(result["info"]["learner"]["default_policy"]["learner_stats"]["meta_loss"])
             steps.append(result["num_env_steps_sampled_lifetime"])
+            assert result["env_runners"]["num_env_steps_sampled_lifetime"] == steps[-1]
         horizon = 100 if "Navigation" in env_id else 200
         # 3 tasks x 2 steps (pre, post) x at least 2 complete episodes each, per iteration.
         assert steps[0] >= 3 * 2 * 2 * horizon and steps[1] == pytest.approx(2 * steps[0], rel=0.5)
