@@ -4,7 +4,8 @@ The env raises inside ``step`` once on a remote runner (as a buggy env or a MuJo
 instability would). MAML retries the task after ``Algorithm.restore_env_runners``;
 in Ray 2.60 the failed runner did not become usable again within the retries
 (calls to it time out), so the iteration must end in a clear RuntimeError that
-names the task and the adaptation step, instead of training on fewer tasks.
+names the task and the adaptation step, instead of training on fewer tasks. The
+same holds on the old API stack (RolloutWorkers).
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ class CrashOnceNavigation2D(Navigation2DEnv):
         return super().step(action)
 
 
-def test_failed_runner_call_is_retried_then_reported_never_dropped(ray_session: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("new_api_stack", [True, False], ids=["new_api_stack", "old_api_stack"])
+def test_failed_runner_call_is_retried_then_reported_never_dropped(ray_session: None, tmp_path: Path, new_api_stack: bool) -> None:
     tune.register_env("CrashOnceNavigation2D", CrashOnceNavigation2D)
     marker = tmp_path / "crashed"
     algo = (
         MAMLConfig()
+        .api_stack(enable_rl_module_and_learner=new_api_stack, enable_env_runner_and_connector_v2=new_api_stack)
         .environment("CrashOnceNavigation2D", env_config={"marker": str(marker)})
         .env_runners(num_env_runners=1, num_envs_per_env_runner=2, sample_timeout_s=3.0)
         .fault_tolerance(restart_failed_env_runners=True)
