@@ -19,7 +19,7 @@ import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 
-from rllib_maml.meta_updater import KL_COEFF_STATE_KEY, MAMLMetaUpdater, MAMLSettings
+from rllib_maml.meta_updater import MAMLMetaUpdater, MAMLSettings
 from rllib_maml.maml_rl_module import functional_forward
 from rllib_maml.rollouts import TaskRollout
 
@@ -77,11 +77,8 @@ class MAMLTorchLearner(TorchLearner):
 
     # --- checkpoint state ------------------------------------------------------
     def get_state(self, components: Optional[Any] = None, *, not_components: Optional[Any] = None, **kwargs: Any) -> Dict[str, Any]:
-        state = super().get_state(components, not_components=not_components, **kwargs)
-        state[KL_COEFF_STATE_KEY] = self.maml.kl_coeff
-        return state
+        return self.maml.save_to(super().get_state(components, not_components=not_components, **kwargs))
 
     def set_state(self, state: Dict[str, Any]) -> None:
         super().set_state(state)
-        if KL_COEFF_STATE_KEY in state:
-            self.maml.kl_coeff = float(state[KL_COEFF_STATE_KEY])
+        self.maml.restore_from(state)

@@ -16,7 +16,7 @@ from ray.rllib.utils.torch_utils import clip_gradients
 
 from rllib_maml.maml_rl_module import functional_forward
 from rllib_maml.maml_torch_model import MAMLTorchModel, TorchMaskedDiagGaussian
-from rllib_maml.meta_updater import KL_COEFF_STATE_KEY, MAMLMetaUpdater, MAMLSettings
+from rllib_maml.meta_updater import MAMLMetaUpdater, MAMLSettings
 from rllib_maml.rollouts import TaskRollout
 
 
@@ -105,11 +105,8 @@ class MAMLTorchPolicy(TorchPolicyV2):
 
     # --- checkpoint state ----------------------------------------------------------
     def get_state(self) -> Dict[str, Any]:
-        state = super().get_state()
-        state[KL_COEFF_STATE_KEY] = self.maml.kl_coeff
-        return state
+        return self.maml.save_to(super().get_state())
 
     def set_state(self, state: Dict[str, Any]) -> None:
         super().set_state(state)
-        if KL_COEFF_STATE_KEY in state:
-            self.maml.kl_coeff = float(state[KL_COEFF_STATE_KEY])
+        self.maml.restore_from(state)

@@ -80,6 +80,16 @@ class MAMLMetaUpdater:
         self.settings = settings
         self.kl_coeff: float = float(settings.kl_coeff)
 
+    def save_to(self, state: Dict[str, Any]) -> Dict[str, Any]:
+        """Adds the update's own state (the adaptive KL coefficient) to a checkpoint state."""
+        state[KL_COEFF_STATE_KEY] = self.kl_coeff
+        return state
+
+    def restore_from(self, state: Dict[str, Any]) -> None:
+        """Reads what :meth:`save_to` added, if present."""
+        if KL_COEFF_STATE_KEY in state:
+            self.kl_coeff = float(state[KL_COEFF_STATE_KEY])
+
     def coefficients(self) -> MetaLossCoefficients:
         s = self.settings
         return MetaLossCoefficients(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import List
+from typing import TYPE_CHECKING, List
 
 import gymnasium as gym
 import numpy as np
@@ -12,6 +12,9 @@ import torch
 from rllib_maml.maml_math import ForwardFn, MetaLossCoefficients, Params
 from rllib_maml.maml_rl_module import MAMLTorchRLModule, functional_forward
 from rllib_maml.rollouts import TaskBatch
+
+if TYPE_CHECKING:
+    from rllib_maml import MAMLTorchPolicy
 
 OBS_DIM, ACT_DIM = 3, 2
 
@@ -27,6 +30,27 @@ def tiny_module(seed: int = 0, action_masks: list | None = None, obs_dim: int = 
         model_config=model_config,
     )
     return module.double()
+
+
+def tiny_policy(seed: int = 0, **training: object) -> MAMLTorchPolicy:
+    """A float64 old-API-stack ``MAMLTorchPolicy`` with the network of :func:`tiny_module`."""
+    from rllib_maml import MAMLConfig, MAMLTorchPolicy  # noqa: F811  (the runtime import)
+
+    config = (
+        MAMLConfig()
+        .api_stack(enable_rl_module_and_learner=False, enable_env_runner_and_connector_v2=False)
+        .rl_module(model_config={"fcnet_hiddens": [5]})
+        .training(**training)
+        .to_dict()
+    )
+    torch.manual_seed(seed)
+    policy = MAMLTorchPolicy(
+        gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32),
+        gym.spaces.Box(-1.0, 1.0, (ACT_DIM,), np.float32),
+        config,
+    )
+    policy.model.double()
+    return policy
 
 
 def forward_of(module: MAMLTorchRLModule) -> ForwardFn:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rllib_maml.maml_math import inner_loss, meta_loss, ppo_clip_loss
-from tests.helpers import coefficients, forward_of, params_of, task_batches, tiny_module
+from tests.helpers import coefficients, forward_of, params_of, task_batches, tiny_module, tiny_policy
 
 
 def flat_meta_loss(module, batches, coeffs):
@@ -34,9 +34,11 @@ def autograd_meta_gradient(module, batches, coeffs) -> torch.Tensor:
     return torch.cat([g.reshape(-1) for g in grads])
 
 
+@pytest.mark.parametrize("network", ["rl_module", "old_stack_policy"])
 @pytest.mark.parametrize("num_steps,kl_coeff", [(1, 0.0), (2, 0.0), (1, 0.3)])
-def test_second_order_meta_gradient_matches_finite_differences(num_steps: int, kl_coeff: float) -> None:
-    module = tiny_module()
+def test_second_order_meta_gradient_matches_finite_differences(num_steps: int, kl_coeff: float, network: str) -> None:
+    """On the new stack's RLModule, and on the same network as the old stack's policy builds it."""
+    module = tiny_module() if network == "rl_module" else tiny_policy().model.rl_module
     batches = task_batches(module, num_tasks=2, num_steps=num_steps)
     coeffs = coefficients(kl_coeff=kl_coeff)
     # Evaluate away from theta_sampling, where the clip and KL terms are not flat.

@@ -1,12 +1,17 @@
-"""MAML on RLlib's old API stack (``MAMLTorchPolicy``): builds, trains, checkpoints, and
-computes the same meta-gradient as the new stack's Learner."""
+"""MAML on RLlib's old API stack (``MAMLTorchPolicy``): the gradient it applies, the same
+update as the new stack's Learner, checkpoints and config errors.
+
+Building, training and ``evaluate_adaptation`` on both stacks are in
+``tests/test_training.py``, the finite-difference meta-gradient check through the old
+stack's network in ``tests/test_meta_gradient.py`` and the learning test in
+``tests/test_learning.py``, each parametrized over the stack.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -15,117 +20,20 @@ from ray.rllib.policy.sample_batch import SampleBatch
 
 from rllib_maml import MAML, MAMLConfig, MAMLTorchPolicy
 from rllib_maml.maml_math import meta_loss
-from tests.helpers import ACT_DIM, OBS_DIM, coefficients, task_batches
-from tests.test_meta_gradient import autograd_meta_gradient, flat_meta_loss
-from tests.test_training import CHEAP_ENVS, _flatten, tiny_config
-
-OLD_STACK = dict(enable_rl_module_and_learner=False, enable_env_runner_and_connector_v2=False)
+from tests.helpers import coefficients, task_batches, tiny_policy
+from tests.test_meta_gradient import autograd_meta_gradient
+from tests.test_training import _flatten, theta, tiny_config
 
 
-def old_stack_config(env_id: str = "rllib_maml/Navigation2D-v0", num_env_runners: int = 0, **training: Any) -> MAMLConfig:
-    """``tests.test_training.tiny_config`` with the one switch that selects the old stack."""
-    return tiny_config(env_id, num_env_runners, **training).api_stack(**OLD_STACK)
-
-
-def theta(algo: MAML) -> Dict[str, np.ndarray]:
-    return algo._learner_call("theta_weights")
-
-
-def remote_policy_weights(algo: MAML) -> List[Dict[str, np.ndarray]]:
-    return algo.env_runner_group.foreach_env_runner(
-        lambda worker: worker.get_policy().theta_weights(), local_env_runner=False
-    )
-
-
-@pytest.mark.parametrize("num_env_runners", [0, 1])
-@pytest.mark.parametrize("env_id", CHEAP_ENVS)
-def test_build_and_train_twice_on_the_old_stack(ray_session: None, env_id: str, num_env_runners: int) -> None:
-    algo = old_stack_config(env_id, num_env_runners).build_algo()
-    try:
-        assert isinstance(algo.get_policy(), MAMLTorchPolicy)
-        assert algo.learner_group is None
-        before = theta(algo)
-        steps = []
-        for _ in range(2):
-            result = algo.train()
-            maml = result["maml"]
-            assert maml["adaptation_delta"] == pytest.approx(
-                maml["episode_return_mean_adapt_1"] - maml["episode_return_mean_adapt_0"]
-            )
-            assert result["env_runners"]["episode_return_mean"] == pytest.approx(maml["episode_return_mean_adapt_0"])
-            assert np.isfinite(result["info"]["learner"]["default_policy"]["learner_stats"]["meta_loss"])
-            steps.append(result["num_env_steps_sampled_lifetime"])
-            assert result["env_runners"]["num_env_steps_sampled_lifetime"] == steps[-1]
-        horizon = 100 if "Navigation" in env_id else 200
-        # 3 tasks x 2 steps (pre, post) x at least 2 complete episodes each, per iteration.
-        assert steps[0] >= 3 * 2 * 2 * horizon and steps[1] == pytest.approx(2 * steps[0], rel=0.5)
-        after = theta(algo)
-        assert any(not np.allclose(before[k], after[k]) for k in before)
-        # Remote policies sampled with adapted weights, and hold theta again after the sync.
-        for weights in remote_policy_weights(algo):
-            for name, value in after.items():
-                np.testing.assert_array_equal(weights[name], value)
-    finally:
-        algo.stop()
-
-
-def test_evaluate_adaptation_leaves_theta_unchanged_on_the_old_stack(ray_session: None) -> None:
-    algo = old_stack_config(num_env_runners=1).build_algo()
-    try:
-        before = theta(algo)
-        curve = algo.evaluate_adaptation(num_steps=2, tasks=algo.sample_tasks(2))
-        assert set(curve) == {
-            "episode_return_mean_adapt_0", "episode_return_mean_adapt_1", "episode_return_mean_adapt_2", "adaptation_delta"
-        }
-        for weights in [theta(algo), *remote_policy_weights(algo)]:
-            for name, value in before.items():
-                np.testing.assert_array_equal(weights[name], value)
-    finally:
-        algo.stop()
+def old_stack_config(**training: Any) -> MAMLConfig:
+    return tiny_config(new_api_stack=False, **training)
 
 
 # --- the meta-gradient -------------------------------------------------------------
-def standalone_policy(**training: Any) -> MAMLTorchPolicy:
-    """A float64 ``MAMLTorchPolicy`` with the tiny network of ``tests.helpers``."""
-    config = (
-        MAMLConfig()
-        .api_stack(**OLD_STACK)
-        .rl_module(model_config={"fcnet_hiddens": [5]})
-        .training(**training)
-        .to_dict()
-    )
-    torch.manual_seed(0)
-    policy = MAMLTorchPolicy(
-        gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32),
-        gym.spaces.Box(-1.0, 1.0, (ACT_DIM,), np.float32),
-        config,
-    )
-    policy.model.double()
-    return policy
-
-
-@pytest.mark.parametrize("num_steps,kl_coeff", [(1, 0.0), (2, 0.0), (1, 0.3)])
-def test_policy_meta_gradient_matches_finite_differences(num_steps: int, kl_coeff: float) -> None:
-    """The check of ``tests/test_meta_gradient.py``, through the old stack's policy network."""
-    module = standalone_policy().model.rl_module
-    batches = task_batches(module, num_tasks=2, num_steps=num_steps)
-    coeffs = coefficients(kl_coeff=kl_coeff)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    analytic = autograd_meta_gradient(module, batches, coeffs)
-    fn, flat = flat_meta_loss(module, batches, coeffs)
-    eps = 1e-6
-    numeric = torch.stack([
-        (fn(flat + eps * e).detach() - fn(flat - eps * e).detach()) / (2 * eps) for e in torch.eye(len(flat), dtype=flat.dtype)
-    ])
-    assert (analytic - numeric).norm() / numeric.norm() < 1e-4
-
-
 @pytest.mark.parametrize("first_order", [False, True])
 def test_policy_applies_exactly_the_meta_gradient(first_order: bool) -> None:
     """With SGD(lr=1) in place of Adam, one ``_apply_meta_gradient`` moves theta by -grad."""
-    policy = standalone_policy(first_order=first_order)
+    policy = tiny_policy(first_order=first_order)
     module = policy.model.rl_module
     batches = task_batches(module, num_tasks=2, num_steps=1)
     coeffs = coefficients(first_order=first_order)
@@ -213,4 +121,4 @@ def test_modelv2_settings_are_rejected_on_the_old_stack() -> None:
 
 def test_policy_does_not_train_through_learn_on_batch() -> None:
     with pytest.raises(NotImplementedError, match="meta_update"):
-        standalone_policy().learn_on_batch(SampleBatch({}))
+        tiny_policy().learn_on_batch(SampleBatch({}))

@@ -1,4 +1,5 @@
-"""Building and training MAML end to end on the cheap envs, local and with a remote runner."""
+"""Building and training MAML end to end on the cheap envs, local and with a remote runner,
+on both RLlib API stacks."""
 
 from __future__ import annotations
 
@@ -7,16 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rllib_maml import MAML, MAMLConfig
+from rllib_maml import MAML, MAMLConfig, MAMLTorchPolicy
 
 CHEAP_ENVS = ["rllib_maml/Navigation2D-v0", "rllib_maml/PendulumMass-v0"]
+#: ``config.api_stack`` switch per test id; True is the new stack.
+STACKS = pytest.mark.parametrize("new_api_stack", [True, False], ids=["new_api_stack", "old_api_stack"])
 
 
-def tiny_config(env_id: str = "rllib_maml/Navigation2D-v0", num_env_runners: int = 0, **training) -> MAMLConfig:
+def tiny_config(
+    env_id: str = "rllib_maml/Navigation2D-v0", num_env_runners: int = 0, new_api_stack: bool = True, **training
+) -> MAMLConfig:
     settings = dict(meta_batch_size=3, episodes_per_task=2, maml_optimizer_steps=2)
     settings.update(training)
     return (
         MAMLConfig()
+        .api_stack(enable_rl_module_and_learner=new_api_stack, enable_env_runner_and_connector_v2=new_api_stack)
         .environment(env_id)
         .env_runners(num_env_runners=num_env_runners, num_envs_per_env_runner=2)
         .training(**settings)
@@ -29,18 +35,30 @@ def theta(algo: MAML) -> dict:
 
 
 def runner_weights(algo: MAML) -> list:
-    states = algo.env_runner_group.foreach_env_runner(
-        lambda runner: {k: np.asarray(v) for k, v in runner.module.get_state().items()},
-        local_env_runner=algo.config.num_env_runners == 0,
-    )
-    return states
+    """The weights every sampling runner holds (RLModule on the new stack, policy on the old)."""
+    if algo.config.enable_env_runner_and_connector_v2:
+        def weights(runner):
+            return {k: np.asarray(v) for k, v in runner.module.get_state().items()}
+    else:
+        def weights(worker):
+            return worker.get_policy().theta_weights()
+    return algo.env_runner_group.foreach_env_runner(weights, local_env_runner=algo.config.num_env_runners == 0)
 
 
+def meta_loss_of(result: dict) -> float:
+    if "learners" in result:
+        return result["learners"]["meta_loss"]
+    return result["info"]["learner"]["default_policy"]["learner_stats"]["meta_loss"]  # old stack
+
+
+@STACKS
 @pytest.mark.parametrize("num_env_runners", [0, 1])
 @pytest.mark.parametrize("env_id", CHEAP_ENVS)
-def test_build_and_train_twice(ray_session: None, env_id: str, num_env_runners: int) -> None:
-    algo = tiny_config(env_id, num_env_runners).build_algo()
+def test_build_and_train_twice(ray_session: None, env_id: str, num_env_runners: int, new_api_stack: bool) -> None:
+    algo = tiny_config(env_id, num_env_runners, new_api_stack).build_algo()
     try:
+        if not new_api_stack:
+            assert isinstance(algo.get_policy(), MAMLTorchPolicy) and algo.learner_group is None
         before = theta(algo)
         steps = []
         for _ in range(2):
@@ -50,13 +68,14 @@ def test_build_and_train_twice(ray_session: None, env_id: str, num_env_runners: 
                 maml["episode_return_mean_adapt_1"] - maml["episode_return_mean_adapt_0"]
             )
             assert result["env_runners"]["episode_return_mean"] == pytest.approx(maml["episode_return_mean_adapt_0"])
-            assert np.isfinite(result["learners"]["meta_loss"])
+            assert np.isfinite(meta_loss_of(result))
             steps.append(result["env_runners"]["num_env_steps_sampled_lifetime"])
         horizon = 100 if "Navigation" in env_id else 200
         # 3 tasks x 2 steps (pre, post) x at least 2 complete episodes each, per iteration.
         assert steps[0] >= 3 * 2 * 2 * horizon and steps[1] == pytest.approx(2 * steps[0], rel=0.5)
         after = theta(algo)
         assert any(not np.allclose(before[k], after[k]) for k in before)
+        # Runners sampled with adapted weights, and hold theta again after the sync.
         for state in runner_weights(algo):
             for name, value in after.items():
                 np.testing.assert_allclose(state[name], value, rtol=1e-6)
@@ -76,8 +95,9 @@ def test_two_inner_steps_report_the_whole_curve(ray_session: None) -> None:
         algo.stop()
 
 
-def test_evaluate_adaptation_leaves_theta_unchanged(ray_session: None) -> None:
-    algo = tiny_config(num_env_runners=1).build_algo()
+@STACKS
+def test_evaluate_adaptation_leaves_theta_unchanged(ray_session: None, new_api_stack: bool) -> None:
+    algo = tiny_config(num_env_runners=1, new_api_stack=new_api_stack).build_algo()
     try:
         algo.train()
         before_learner, before_runner = theta(algo), runner_weights(algo)
