@@ -21,6 +21,8 @@ from rllib_maml.yaml_experiment import UserError
 #: so ``compare``, ``evaluate`` and the quickstart adapt on the very same tasks.
 HELD_OUT_SEED = 12345
 CHECKPOINT_MARKER = "class_and_ctor_args.pkl"
+#: What an old-API-stack checkpoint (``Algorithm.save()``) holds instead.
+OLD_STACK_STATE = "algorithm_state.pkl"
 OUTPUT_NAMES = {"csv": "adaptation_curves.csv", "markdown": "adaptation_curves.md", "png": "adaptation_curves.png"}
 
 
@@ -31,6 +33,7 @@ class CheckpointInfo:
     path: Path
     algo_class: type
     config: Any  # the AlgorithmConfig it was trained with
+    old_api_stack: bool = False
 
     @property
     def is_maml(self) -> bool:
@@ -69,13 +72,18 @@ def resolve_checkpoint(path: str | Path, flag: str = "checkpoint") -> Path:
     path = Path(path).expanduser().resolve()
     if not path.exists():
         raise UserError(f"{flag} {path}: no such checkpoint directory")
-    if (path / CHECKPOINT_MARKER).is_file():
+    def is_checkpoint(folder: Path) -> bool:
+        return (folder / CHECKPOINT_MARKER).is_file() or (folder / OLD_STACK_STATE).is_file()
+
+    if is_checkpoint(path):
         return path
     if path.is_dir():
-        found = [p for p in path.rglob("checkpoint_*") if (p / CHECKPOINT_MARKER).is_file()]
+        found = [p for p in path.rglob("checkpoint_*") if is_checkpoint(p)]
         if found:
             return max(found, key=lambda p: (p.stat().st_mtime, p.name))
-    raise UserError(f"{flag} {path}: not an RLlib algorithm checkpoint and holds none (no {CHECKPOINT_MARKER})")
+    raise UserError(
+        f"{flag} {path}: not an RLlib algorithm checkpoint and holds none (no {CHECKPOINT_MARKER} or {OLD_STACK_STATE})"
+    )
 
 
 def read_checkpoint(path: str | Path, flag: str = "checkpoint") -> CheckpointInfo:
@@ -86,16 +94,23 @@ def read_checkpoint(path: str | Path, flag: str = "checkpoint") -> CheckpointInf
     import rllib_maml  # noqa: F401  (MAML checkpoints unpickle rllib_maml classes)
 
     path = resolve_checkpoint(path, flag)
+    old_api_stack = not (path / CHECKPOINT_MARKER).is_file()
     try:
-        with open(path / CHECKPOINT_MARKER, "rb") as f:
-            ctor_info = pickle.load(f)
-        algo_class = ctor_info["class"]
-        config = AlgorithmConfig.from_state(ctor_info["ctor_args_and_kwargs"][0][0])
+        if old_api_stack:
+            with open(path / OLD_STACK_STATE, "rb") as f:
+                state = pickle.load(f)
+            algo_class = state["algorithm_class"]
+            config = algo_class.get_default_config().update_from_dict(state["config"])
+        else:
+            with open(path / CHECKPOINT_MARKER, "rb") as f:
+                ctor_info = pickle.load(f)
+            algo_class = ctor_info["class"]
+            config = AlgorithmConfig.from_state(ctor_info["ctor_args_and_kwargs"][0][0])
     except Exception as err:
         raise UserError(f"{flag} {path}: unreadable checkpoint ({type(err).__name__}: {err})") from None
     if not (isinstance(algo_class, type) and issubclass(algo_class, Algorithm)):
         raise UserError(f"{flag} {path}: not an RLlib algorithm checkpoint")
-    return CheckpointInfo(path=path, algo_class=algo_class, config=config)
+    return CheckpointInfo(path=path, algo_class=algo_class, config=config, old_api_stack=old_api_stack)
 
 
 def require_maml(info: CheckpointInfo, flag: str) -> None:
@@ -178,11 +193,21 @@ def _evaluate(algo: Any, label: str, tasks: Sequence[Any], num_steps: int) -> Cu
         algo.stop()
 
 
-def curve_of_checkpoint(info: CheckpointInfo, config: Any, label: str, tasks: Sequence[Any], num_steps: int) -> Curve:
-    """Restores a MAML checkpoint (theta and Learner state) and adapts it."""
+def restore_maml(info: CheckpointInfo, config: Any) -> Any:
+    """A MAML algorithm built from ``config`` holding the checkpoint's theta and optimizer state."""
     from rllib_maml.maml import MAML
 
-    return _evaluate(MAML.from_checkpoint(str(info.path), config=config), label, tasks, num_steps)
+    if info.old_api_stack:
+        # RLlib's old-stack from_checkpoint ignores a new config; restore into one instead.
+        algo = config.build_algo()
+        algo.restore(str(info.path))
+        return algo
+    return MAML.from_checkpoint(str(info.path), config=config)
+
+
+def curve_of_checkpoint(info: CheckpointInfo, config: Any, label: str, tasks: Sequence[Any], num_steps: int) -> Curve:
+    """Restores a MAML checkpoint (either API stack) and adapts it."""
+    return _evaluate(restore_maml(info, config), label, tasks, num_steps)
 
 
 def curve_of_weights(config: Any, weights: Optional[Dict[str, Any]], label: str, tasks: Sequence[Any], num_steps: int) -> Curve:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
+import numpy as np
 import pytest
 import yaml
 
@@ -261,3 +262,25 @@ def test_relative_checkpoint_paths_are_made_absolute(tmp_path: Path, monkeypatch
     monkeypatch.chdir(tmp_path)
     resolved = resolve_checkpoint("run")
     assert resolved.is_absolute() and resolved == checkpoint.resolve()
+
+
+def test_old_api_stack_maml_trains_and_evaluates_through_the_cli(ray_session: None, tmp_path: Path, capsys) -> None:
+    """The YAML with the one api_stack switch as overrides; ``evaluate`` restores its theta."""
+    from rllib_maml import compare as cmp
+
+    old_stack = ["enable_rl_module_and_learner=false", "enable_env_runner_and_connector_v2=false"]
+    extra = [a for o in old_stack for a in ("--config-override", o)]
+    assert main(train_args(TUNED / "navigation2d.yaml", tmp_path, *extra)) == 0
+    info = cmp.read_checkpoint(tmp_path)
+    assert info.old_api_stack and info.is_maml and info.config.env == MAML_EXAMPLES["navigation2d"]
+    with open(info.path / "policies" / "default_policy" / "policy_state.pkl", "rb") as f:
+        saved = cmp.pickle.load(f)["weights"]
+    algo = cmp.restore_maml(info, cmp.adaptation_config(info, num_env_runners=0))
+    try:
+        restored = algo._learner_call("theta_weights")
+    finally:
+        algo.stop()
+    assert restored and all(np.array_equal(value, saved[f"rl_module.{name}"]) for name, value in restored.items())
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path), "--tasks", "1", "--steps", "1"]) == 0
+    assert "| MAML |" in capsys.readouterr().out
