@@ -130,6 +130,11 @@ def module_weights(info: CheckpointInfo, flag: str) -> Dict[str, Any]:
 
     from rllib_maml.maml_rl_module import MAMLTorchRLModule
 
+    if info.old_api_stack:
+        raise UserError(
+            f"{flag} {info.path}: an old-API-stack {info.algo_class.__name__} checkpoint; the baseline's "
+            "weights are read from a new-stack RLModule, so train it on the new stack (the default)"
+        )
     module_dir = info.path / "learner_group" / "learner" / "rl_module" / DEFAULT_MODULE_ID
     if not (module_dir / CHECKPOINT_MARKER).is_file():
         raise UserError(f"{flag} {info.path}: holds no RLModule '{DEFAULT_MODULE_ID}' at {module_dir}")

@@ -284,3 +284,14 @@ def test_old_api_stack_maml_trains_and_evaluates_through_the_cli(ray_session: No
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path), "--tasks", "1", "--steps", "1"]) == 0
     assert "| MAML |" in capsys.readouterr().out
+
+
+def test_old_api_stack_ppo_baseline_is_refused_by_name(tmp_path: Path) -> None:
+    from ray.rllib.algorithms.ppo import PPO, PPOConfig
+
+    from rllib_maml import compare as cmp
+    from rllib_maml.yaml_experiment import UserError
+
+    info = cmp.CheckpointInfo(path=tmp_path, algo_class=PPO, config=PPOConfig(), old_api_stack=True)
+    with pytest.raises(UserError, match="--ppo .*old-API-stack PPO checkpoint.*new stack"):
+        cmp.module_weights(info, "--ppo")
