@@ -37,8 +37,8 @@ logger = logging.getLogger(__name__)
 MAML_RESULTS = "maml"
 #: How often one adaptation round may lose runners before the iteration fails.
 MAX_SAMPLING_RETRIES = 3
-#: How long to wait for failed EnvRunners to come back before giving up.
-RUNNER_RESTART_TIMEOUT_S = 120.0
+#: How often to log while waiting for failed EnvRunners to be restarted.
+RESTART_PROGRESS_EVERY_S = 30.0
 
 
 def adaptation_metrics(rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, Any]:
@@ -124,9 +124,10 @@ class MAML(Algorithm):
     def _sample_on_runners(self, tasks: Sequence[Any], weights: Sequence[Dict[str, np.ndarray]], step: int) -> List[TaskRollout]:
         """Samples every task at adaptation step ``step``, spread over the runners in rounds.
 
-        A task whose runner fails is sampled again after the runners are restored; after
-        ``MAX_SAMPLING_RETRIES`` failures the iteration raises, naming the tasks, so no
-        task's data is silently dropped.
+        A task whose runner fails (raises, dies or exceeds ``sample_timeout_s``) is
+        sampled again once RLlib has restarted the runner (or on another healthy one);
+        after ``MAX_SAMPLING_RETRIES`` failures the iteration raises, naming the tasks,
+        so no task's data is silently dropped.
         """
         group = self.env_runner_group
         hook = sample_task_on_rollout_worker if self._old_api_stack else sample_task
@@ -167,28 +168,58 @@ class MAML(Algorithm):
                     raise RuntimeError(
                         f"Sampling tasks {lost} at adaptation step {step} failed {failures} times; giving up."
                     )
-                logger.warning("EnvRunners failed on tasks %s (step %d); restoring and resampling.", lost, step)
-                self.restore_env_runners(group)
+                failed_runners = sorted({runner_ids[this_round.index(i)] for i in lost})
+                logger.warning(
+                    "EnvRunners %s failed on tasks %s (step %d); resampling them once the runners are back.",
+                    failed_runners, lost, step,
+                )
+                self._take_out_of_service(failed_runners)
                 pending = lost + pending
         return [rollouts[i] for i in range(len(tasks))]
+
+    def _take_out_of_service(self, runner_ids: Sequence[Optional[int]]) -> None:
+        """Marks runners unhealthy, so that only a successful ping (after RLlib's restart) brings
+        them back. A call that timed out leaves a runner marked healthy, and RLlib's
+        ``apply()`` keeps a runner whose call raised busy for
+        ``delay_between_env_runner_restarts_s`` before it exits to be restarted."""
+        remote_ids = [i for i in runner_ids if i is not None]
+        for runner_id in remote_ids:
+            # No public EnvRunnerGroup API for this in Ray 2.60; the actor manager's is a DeveloperAPI.
+            self.env_runner_group._worker_manager.set_actor_state(runner_id, healthy=False)
 
     def _healthy_runner_ids(self) -> List[Optional[int]]:
         """Remote runners to sample on (waiting for restarted ones), or ``[None]`` for the local one."""
         group = self.env_runner_group
         if group.num_remote_env_runners() == 0:
             return [None]
-        deadline = time.monotonic() + RUNNER_RESTART_TIMEOUT_S
-        while True:
-            runner_ids = group.healthy_worker_ids()
-            if runner_ids:
-                return runner_ids
-            if time.monotonic() > deadline:
+        runner_ids = group.healthy_worker_ids()
+        if runner_ids:
+            return runner_ids
+        if not self.config.restart_failed_env_runners:
+            raise RuntimeError(
+                "No healthy EnvRunner left; enable config.fault_tolerance(restart_failed_env_runners=True) "
+                "to have failed ones restarted."
+            )
+        timeout = self.config.env_runner_restore_timeout_s
+        start = last_report = time.monotonic()
+        while not runner_ids:
+            waited = time.monotonic() - start
+            if waited > timeout:
                 raise RuntimeError(
-                    f"No healthy EnvRunner within {RUNNER_RESTART_TIMEOUT_S:.0f}s; enable "
-                    "config.fault_tolerance(restart_failed_env_runners=True) to have failed ones restarted."
+                    f"No EnvRunner came back within env_runner_restore_timeout_s={timeout:.0f}s after failing."
                 )
-            time.sleep(1.0)
+            if time.monotonic() - last_report > RESTART_PROGRESS_EVERY_S:
+                last_report = time.monotonic()
+                logger.warning(
+                    "Waiting %.0fs so far for failed EnvRunners to be restarted (RLlib restarts them after "
+                    "delay_between_env_runner_restarts_s=%.0fs).",
+                    waited, self.config.delay_between_env_runner_restarts_s,
+                )
             self.restore_env_runners(group)
+            runner_ids = group.healthy_worker_ids()
+            if not runner_ids:
+                time.sleep(1.0)
+        return runner_ids
 
     def _sample_adaptation(self, tasks: Sequence[Any], num_steps: int) -> List[List[TaskRollout]]:
         """``rollouts[i][k]``: task ``i`` sampled after ``k`` inner steps, for k = 0..num_steps."""

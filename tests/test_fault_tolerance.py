@@ -1,11 +1,12 @@
-"""A failing EnvRunner never loses a task silently.
+"""A failing EnvRunner is restarted, and no task is ever lost or silently dropped.
 
-The env raises inside ``step`` once on a remote runner (as a buggy env or a MuJoCo
-instability would). MAML retries the task after ``Algorithm.restore_env_runners``;
-in Ray 2.60 the failed runner did not become usable again within the retries
-(calls to it time out), so the iteration must end in a clear RuntimeError that
-names the task and the adaptation step, instead of training on fewer tasks. The
-same holds on the old API stack (RolloutWorkers).
+The env raises inside ``step`` on a remote runner (as a buggy env or a MuJoCo
+instability would). RLlib's ``apply()`` then ends the runner process after
+``delay_between_env_runner_restarts_s`` and Ray restarts it; MAML takes the runner out
+of service, waits until RLlib's ``restore_env_runners`` brings it back and samples the
+lost task again. If the env fails every time, the iteration ends after
+``MAX_SAMPLING_RETRIES`` in a RuntimeError that names the task and the adaptation
+step, instead of training on fewer tasks.
 """
 
 from __future__ import annotations
@@ -16,46 +17,69 @@ from typing import Any, Dict
 
 import numpy as np
 import pytest
+from gymnasium.wrappers import TimeLimit
 from ray import cloudpickle, tune
 
-from rllib_maml.envs.navigation2d import Navigation2DEnv
 from rllib_maml import MAMLConfig
+from rllib_maml.envs.navigation2d import Navigation2DEnv
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
+HORIZON = 100
 
-class CrashOnceNavigation2D(Navigation2DEnv):
-    """Raises at its first step on a remote runner, once per marker file."""
+
+class FailingNavigation2D(Navigation2DEnv):
+    """Raises at its first step on a remote runner: once (per marker file) or always."""
 
     def __init__(self, config: Dict[str, Any]) -> None:
         super().__init__()
         self._marker = Path(config["marker"])
+        self._always = config.get("always", False)
         self._remote = getattr(config, "worker_index", 0) > 0
 
     def step(self, action: np.ndarray):  # type: ignore[override]
-        if self._remote and not self._marker.exists():
-            self._marker.write_text("crashed")
+        if self._remote and (self._always or not self._marker.exists()):
+            self._marker.write_text("failed")
             raise RuntimeError("simulated env failure")
         return super().step(action)
 
 
-@pytest.mark.parametrize("new_api_stack", [True, False], ids=["new_api_stack", "old_api_stack"])
-def test_failed_runner_call_is_retried_then_reported_never_dropped(ray_session: None, tmp_path: Path, new_api_stack: bool) -> None:
-    tune.register_env("CrashOnceNavigation2D", CrashOnceNavigation2D)
-    marker = tmp_path / "crashed"
-    algo = (
+def failing_config(marker: Path, new_api_stack: bool = True, always: bool = False) -> MAMLConfig:
+    # The env is registered directly (not via gymnasium), so it needs its own TimeLimit.
+    tune.register_env("FailingNavigation2D", lambda config: TimeLimit(FailingNavigation2D(config), HORIZON))
+    return (
         MAMLConfig()
         .api_stack(enable_rl_module_and_learner=new_api_stack, enable_env_runner_and_connector_v2=new_api_stack)
-        .environment("CrashOnceNavigation2D", env_config={"marker": str(marker)})
-        .env_runners(num_env_runners=1, num_envs_per_env_runner=2, sample_timeout_s=3.0)
-        .fault_tolerance(restart_failed_env_runners=True)
+        .environment("FailingNavigation2D", env_config={"marker": str(marker), "always": always})
+        .env_runners(num_env_runners=1, num_envs_per_env_runner=2, sample_timeout_s=30.0)
+        # RLlib's default waits 60 s before restarting a failed runner; keep the test short.
+        .fault_tolerance(restart_failed_env_runners=True, delay_between_env_runner_restarts_s=1.0,
+                         env_runner_health_probe_timeout_s=5.0)
         .training(meta_batch_size=2, episodes_per_task=2, maml_optimizer_steps=1)
-        .build_algo()
     )
+
+
+@pytest.mark.parametrize("new_api_stack", [True, False], ids=["new_api_stack", "old_api_stack"])
+def test_failed_runner_is_restarted_and_the_task_resampled(ray_session: None, tmp_path: Path, new_api_stack: bool) -> None:
+    marker = tmp_path / "failed"
+    algo = failing_config(marker, new_api_stack).build_algo()
     try:
-        with pytest.raises(RuntimeError, match=r"Sampling tasks \[0\] at adaptation step 0 failed"):
-            algo.train()
+        result = algo.train()
         assert marker.exists(), "the env never failed; the test did not test anything"
+        # Every task at every step was sampled in full: 2 tasks x 2 steps x 2 episodes x 100 steps.
+        assert result["env_runners"]["num_env_steps_sampled_lifetime"] == 2 * 2 * 2 * HORIZON
+        assert algo.env_runner_group.num_remote_worker_restarts() >= 1
+        assert algo.env_runner_group.healthy_worker_ids() == [1]
+        assert algo.train()["training_iteration"] == 2  # the restarted runner keeps working
+    finally:
+        algo.stop()
+
+
+def test_a_task_that_always_fails_is_reported_never_dropped(ray_session: None, tmp_path: Path) -> None:
+    algo = failing_config(tmp_path / "failed", always=True).build_algo()
+    try:
+        with pytest.raises(RuntimeError, match=r"Sampling tasks \[0\] at adaptation step 0 failed 4 times"):
+            algo.train()
     finally:
         algo.stop()
 
