@@ -8,7 +8,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Type
 
 import numpy as np
-
+import ray
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.policy.policy import Policy
@@ -178,14 +178,20 @@ class MAML(Algorithm):
         return [rollouts[i] for i in range(len(tasks))]
 
     def _take_out_of_service(self, runner_ids: Sequence[Optional[int]]) -> None:
-        """Marks runners unhealthy, so that only a successful ping (after RLlib's restart) brings
-        them back. A call that timed out leaves a runner marked healthy, and RLlib's
-        ``apply()`` keeps a runner whose call raised busy for
-        ``delay_between_env_runner_restarts_s`` before it exits to be restarted."""
-        remote_ids = [i for i in runner_ids if i is not None]
-        for runner_id in remote_ids:
-            # No public EnvRunnerGroup API for this in Ray 2.60; the actor manager's is a DeveloperAPI.
-            self.env_runner_group._worker_manager.set_actor_state(runner_id, healthy=False)
+        """Marks failed runners unhealthy, so that only a successful ping after their restart
+        brings them back, and restarts hung ones.
+
+        A runner whose call raised is marked unhealthy by RLlib, and RLlib's ``apply()``
+        ends its process after ``delay_between_env_runner_restarts_s`` for Ray to restart.
+        A runner whose call exceeded ``sample_timeout_s`` is still marked healthy and may
+        never return, so it is killed for Ray to restart (when restarts are enabled).
+        """
+        # No public EnvRunnerGroup API for either step in Ray 2.60; the actor manager is a DeveloperAPI.
+        manager = self.env_runner_group._worker_manager
+        for runner_id in (i for i in runner_ids if i is not None):
+            if manager.is_actor_healthy(runner_id) and self.config.restart_failed_env_runners:
+                ray.kill(manager._actors[runner_id], no_restart=False)
+            manager.set_actor_state(runner_id, healthy=False)
 
     def _healthy_runner_ids(self) -> List[Optional[int]]:
         """Remote runners to sample on (waiting for restarted ones), or ``[None]`` for the local one."""

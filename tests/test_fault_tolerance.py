@@ -4,7 +4,8 @@ The env raises inside ``step`` on a remote runner (as a buggy env or a MuJoCo
 instability would). RLlib's ``apply()`` then ends the runner process after
 ``delay_between_env_runner_restarts_s`` and Ray restarts it; MAML takes the runner out
 of service, waits until RLlib's ``restore_env_runners`` brings it back and samples the
-lost task again. If the env fails every time, the iteration ends after
+lost task again. An env that hangs instead makes the call exceed ``sample_timeout_s``;
+MAML then has Ray restart the runner itself. If the env fails every time, the iteration ends after
 ``MAX_SAMPLING_RETRIES`` in a RuntimeError that names the task and the adaptation
 step, instead of training on fewer tasks.
 """
@@ -12,6 +13,7 @@ step, instead of training on fewer tasks.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict
 
@@ -29,40 +31,53 @@ HORIZON = 100
 
 
 class FailingNavigation2D(Navigation2DEnv):
-    """Raises at its first step on a remote runner: once (per marker file) or always."""
+    """Fails at its first step on a remote runner, once (per marker file) or always.
+
+    ``env_config["mode"]``: ``"raise"`` (once), ``"hang"`` (once, for an hour) or
+    ``"always"`` (raise every time).
+    """
 
     def __init__(self, config: Dict[str, Any]) -> None:
         super().__init__()
         self._marker = Path(config["marker"])
-        self._always = config.get("always", False)
+        self._mode = config["mode"]
         self._remote = getattr(config, "worker_index", 0) > 0
 
     def step(self, action: np.ndarray):  # type: ignore[override]
-        if self._remote and (self._always or not self._marker.exists()):
+        if self._remote and (self._mode == "always" or not self._marker.exists()):
             self._marker.write_text("failed")
+            if self._mode == "hang":
+                time.sleep(3600)
             raise RuntimeError("simulated env failure")
         return super().step(action)
 
 
-def failing_config(marker: Path, new_api_stack: bool = True, always: bool = False) -> MAMLConfig:
+def failing_config(marker: Path, mode: str, new_api_stack: bool = True) -> MAMLConfig:
     # The env is registered directly (not via gymnasium), so it needs its own TimeLimit.
     tune.register_env("FailingNavigation2D", lambda config: TimeLimit(FailingNavigation2D(config), HORIZON))
     return (
         MAMLConfig()
         .api_stack(enable_rl_module_and_learner=new_api_stack, enable_env_runner_and_connector_v2=new_api_stack)
-        .environment("FailingNavigation2D", env_config={"marker": str(marker), "always": always})
-        .env_runners(num_env_runners=1, num_envs_per_env_runner=2, sample_timeout_s=30.0)
+        .environment("FailingNavigation2D", env_config={"marker": str(marker), "mode": mode})
+        .env_runners(num_env_runners=1, num_envs_per_env_runner=2, sample_timeout_s=10.0)
         # RLlib's default waits 60 s before restarting a failed runner; keep the test short.
+        # A runner that never comes back fails the test within a minute, not RLlib's 30.
         .fault_tolerance(restart_failed_env_runners=True, delay_between_env_runner_restarts_s=1.0,
-                         env_runner_health_probe_timeout_s=5.0)
+                         env_runner_health_probe_timeout_s=5.0, env_runner_restore_timeout_s=60.0)
         .training(meta_batch_size=2, episodes_per_task=2, maml_optimizer_steps=1)
     )
 
 
-@pytest.mark.parametrize("new_api_stack", [True, False], ids=["new_api_stack", "old_api_stack"])
-def test_failed_runner_is_restarted_and_the_task_resampled(ray_session: None, tmp_path: Path, new_api_stack: bool) -> None:
+@pytest.mark.parametrize(
+    "mode,new_api_stack",
+    [("raise", True), ("raise", False), ("hang", True)],
+    ids=["raise-new_api_stack", "raise-old_api_stack", "hang-new_api_stack"],
+)
+def test_failed_runner_is_restarted_and_the_task_resampled(
+    ray_session: None, tmp_path: Path, mode: str, new_api_stack: bool
+) -> None:
     marker = tmp_path / "failed"
-    algo = failing_config(marker, new_api_stack).build_algo()
+    algo = failing_config(marker, mode, new_api_stack).build_algo()
     try:
         result = algo.train()
         assert marker.exists(), "the env never failed; the test did not test anything"
@@ -76,7 +91,7 @@ def test_failed_runner_is_restarted_and_the_task_resampled(ray_session: None, tm
 
 
 def test_a_task_that_always_fails_is_reported_never_dropped(ray_session: None, tmp_path: Path) -> None:
-    algo = failing_config(tmp_path / "failed", always=True).build_algo()
+    algo = failing_config(tmp_path / "failed", "always").build_algo()
     try:
         with pytest.raises(RuntimeError, match=r"Sampling tasks \[0\] at adaptation step 0 failed 4 times"):
             algo.train()
