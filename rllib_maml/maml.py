@@ -130,7 +130,7 @@ class MAML(Algorithm):
         so no task's data is silently dropped.
         """
         group = self.env_runner_group
-        hook = sample_task_on_rollout_worker if self._old_api_stack else sample_task
+        sample_hook = sample_task_on_rollout_worker if self._old_api_stack else sample_task
         rollouts: Dict[int, TaskRollout] = {}
         pending = list(range(len(tasks)))
         failures = 0
@@ -139,7 +139,7 @@ class MAML(Algorithm):
             this_round, pending = pending[: len(runner_ids)], pending[len(runner_ids):]
             hooks = [
                 functools.partial(
-                    hook,
+                    sample_hook,
                     task_index=i,
                     step=step,
                     task=tasks[i],

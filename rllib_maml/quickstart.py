@@ -39,13 +39,15 @@ def navigation2d_config(seed: int = 0, old_api_stack: bool = False) -> MAMLConfi
 def train_and_evaluate(
     iterations: int, num_eval_tasks: int = 10, config: Optional[MAMLConfig] = None, verbose: bool = True
 ) -> Tuple[Dict[str, Any], Dict[str, Any], List[Dict[str, Any]]]:
-    """Evaluates on held-out tasks, trains ``iterations`` iterations, evaluates again.
+    """Evaluates on held-out tasks of ``config``'s env (default: the Navigation2D setting),
+    trains ``iterations`` iterations, evaluates again.
 
     Returns ``(curve_before_training, curve_after_training, training_results)``.
     """
-    algo = (config or navigation2d_config()).build_algo()
+    config = config or navigation2d_config()
+    algo = config.build_algo()
     try:
-        tasks = held_out_tasks(ENV_ID, num_eval_tasks)
+        tasks = held_out_tasks(config.env, num_eval_tasks, env_config=dict(config.env_config or {}))
         before = algo.evaluate_adaptation(tasks=tasks, num_steps=1)
         results = []
         start = time.perf_counter()
