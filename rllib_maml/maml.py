@@ -107,6 +107,8 @@ class MAML(Algorithm):
         # Check the task interface here, on the driver, before any worker starts.
         self._task_env = make_task_env(config)
         self._task_env.reset(seed=config.seed)
+        # Old stack: what training_step measured, for _compile_iteration_results_old_api_stack.
+        self._old_stack_results: Dict[str, Any] = {}
         super().setup(config)
 
     # --- coordination ------------------------------------------------------------
@@ -308,10 +310,10 @@ class MAML(Algorithm):
     def _compile_iteration_results_old_api_stack(self, **kwargs: Any) -> Dict[str, Any]:
         results = super()._compile_iteration_results_old_api_stack(**kwargs)
         # RLlib summarises the RolloutWorkers' sampler episodes, which MAML does not use.
-        extra = getattr(self, "_old_stack_results", {})
-        results[ENV_RUNNER_RESULTS] = {**results[ENV_RUNNER_RESULTS], **extra.get(ENV_RUNNER_RESULTS, {})}
-        if MAML_RESULTS in extra:
-            results[MAML_RESULTS] = extra[MAML_RESULTS]
+        measured = self._old_stack_results
+        results[ENV_RUNNER_RESULTS] = {**results[ENV_RUNNER_RESULTS], **measured.get(ENV_RUNNER_RESULTS, {})}
+        if MAML_RESULTS in measured:
+            results[MAML_RESULTS] = measured[MAML_RESULTS]
         return results
 
     def _log_nested(self, prefix: tuple, values: Dict[str, Any]) -> None:

@@ -157,12 +157,7 @@ class MAMLConfig(AlgorithmConfig):
                 f"MAMLConfig.num_learners={self.num_learners} is not supported: MAML's meta-update "
                 "runs on one Learner; use num_learners=0 (local) or 1."
             )
-        if self.enable_rl_module_and_learner != self.enable_env_runner_and_connector_v2:
-            raise ValueError(
-                "MAML runs on either of RLlib's API stacks, not a mix: set both "
-                "config.api_stack(enable_rl_module_and_learner=..., "
-                "enable_env_runner_and_connector_v2=...) to True (new stack) or both to False (old stack)."
-            )
+        # A mix of the two API stacks is rejected by AlgorithmConfig.validate() above.
         if not self.enable_rl_module_and_learner:
             self._validate_old_api_stack()
         if self.restart_failed_sub_environments:

@@ -77,15 +77,15 @@ def sample_task_on_rollout_worker(
         env.get_wrapper_attr("set_task")(task)
     group = envs[0].get_wrapper_attr("task_group")(task)
     config = worker.config
-    if config.normalize_actions:
-        def to_env(action: np.ndarray) -> np.ndarray:
+
+    def to_env(action: np.ndarray) -> np.ndarray:
+        """What RLlib's old-stack sampler does to a policy action before ``env.step``."""
+        if config.normalize_actions:
             return unsquash_action(action, policy.action_space_struct)
-    elif config.clip_actions:
-        def to_env(action: np.ndarray) -> np.ndarray:
+        if config.clip_actions:
             return clip_action(action, policy.action_space_struct)
-    else:
-        def to_env(action: np.ndarray) -> np.ndarray:
-            return action
+        return action
+
     theta = policy.theta_weights()
     policy.load_theta(weights)
     try:
