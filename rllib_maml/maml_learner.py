@@ -11,20 +11,17 @@ state) and puts the per-task math of :mod:`rllib_maml.maml_math` around it.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional
 
-import numpy as np
 import torch
 
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 
-from rllib_maml.meta_updater import MAMLMetaUpdater, MAMLSettings
-from rllib_maml.maml_rl_module import functional_forward
-from rllib_maml.rollouts import TaskRollout
+from rllib_maml.meta_updater import MAMLMetaUpdater, MAMLSettings, MAMLUpdaterMethods
 
 
-class MAMLTorchLearner(TorchLearner):
+class MAMLTorchLearner(MAMLUpdaterMethods, TorchLearner):
     """Computes adapted weights for sampling and runs the MAML meta-update.
 
     Public methods (called by :class:`rllib_maml.MAML` through the LearnerGroup):
@@ -41,34 +38,13 @@ class MAMLTorchLearner(TorchLearner):
         if self.config.torch_num_threads is not None:
             torch.set_num_threads(self.config.torch_num_threads)
         super().build()
-        policy = self.module[DEFAULT_MODULE_ID]
-        self.maml = MAMLMetaUpdater(
-            forward=lambda params, obs: functional_forward(policy, params, obs),
-            theta=lambda: dict(policy.named_parameters()),
-            apply_meta_gradient=self._apply_meta_gradient,
-            settings=MAMLSettings.from_config(self.config),
+        self.maml = MAMLMetaUpdater.for_module(
+            self.module[DEFAULT_MODULE_ID], self._apply_meta_gradient, MAMLSettings.from_config(self.config)
         )
 
     def _apply_meta_gradient(self, loss: torch.Tensor) -> None:
         gradients = self.compute_gradients({DEFAULT_MODULE_ID: loss})
         self.apply_gradients(self.postprocess_gradients(gradients))
-
-    @property
-    def kl_coeff(self) -> float:
-        return self.maml.kl_coeff
-
-    # --- API for the Algorithm -----------------------------------------------
-    def theta_weights(self) -> Dict[str, np.ndarray]:
-        """A snapshot of theta (copied: later optimizer steps do not change it)."""
-        return self.maml.theta_weights()
-
-    def adapted_weights(self, rollouts: Sequence[Sequence[TaskRollout]]) -> List[Dict[str, np.ndarray]]:
-        """``theta_i^{j+1}`` for each task ``i`` whose rollouts for steps ``0..j`` are given."""
-        return self.maml.adapted_weights(rollouts)
-
-    def meta_update(self, rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, float]:
-        """``maml_optimizer_steps`` meta-optimizer steps on rollouts labelled ``0..K`` per task."""
-        return self.maml.meta_update(rollouts)
 
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: Dict[str, Any], fwd_out: Dict[str, Any]) -> torch.Tensor:
         raise NotImplementedError(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Tuple, Type
+from typing import Any, Dict, Sequence, Tuple, Type
 
 import gymnasium as gym
 import numpy as np
@@ -14,13 +14,12 @@ from ray.rllib.policy.sample_batch import SampleBatch
 from ray.rllib.policy.torch_policy_v2 import TorchPolicyV2
 from ray.rllib.utils.torch_utils import clip_gradients
 
-from rllib_maml.maml_rl_module import functional_forward
 from rllib_maml.maml_torch_model import MAMLTorchModel, TorchMaskedDiagGaussian
-from rllib_maml.meta_updater import MAMLMetaUpdater, MAMLSettings
+from rllib_maml.meta_updater import MAMLMetaUpdater, MAMLSettings, MAMLUpdaterMethods
 from rllib_maml.rollouts import TaskRollout
 
 
-class MAMLTorchPolicy(TorchPolicyV2):
+class MAMLTorchPolicy(MAMLUpdaterMethods, TorchPolicyV2):
     """MAML with PPO inner loops for pipelines on RLlib's old API stack.
 
     Chosen by :class:`rllib_maml.MAML` when the config says
@@ -47,12 +46,8 @@ class MAMLTorchPolicy(TorchPolicyV2):
         if config.get("torch_num_threads") is not None:
             torch.set_num_threads(config["torch_num_threads"])
         super().__init__(observation_space, action_space, config, max_seq_len=config["model"]["max_seq_len"])
-        rl_module = self.model.rl_module
-        self.maml = MAMLMetaUpdater(
-            forward=lambda params, obs: functional_forward(rl_module, params, obs),
-            theta=lambda: dict(rl_module.named_parameters()),
-            apply_meta_gradient=self._apply_meta_gradient,
-            settings=MAMLSettings.from_config(self.config),
+        self.maml = MAMLMetaUpdater.for_module(
+            self.model.rl_module, self._apply_meta_gradient, MAMLSettings.from_config(self.config)
         )
         # Fixes the view requirements (a forward pass on a dummy batch), as every TorchPolicyV2 must.
         self._initialize_loss_from_dummy_batch()
@@ -81,22 +76,14 @@ class MAMLTorchPolicy(TorchPolicyV2):
         self.num_grad_updates += 1
 
     # --- API for the Algorithm ---------------------------------------------------
-    def theta_weights(self) -> Dict[str, np.ndarray]:
-        """A snapshot of theta, keyed like the new stack's RLModule parameters."""
-        return self.maml.theta_weights()
-
     def load_theta(self, weights: Dict[str, np.ndarray]) -> None:
         """Copies ``weights`` (from ``theta_weights`` or ``adapted_weights``) into the network, in place."""
         self.model.rl_module.set_state(weights)
 
-    def adapted_weights(self, rollouts: Sequence[Sequence[TaskRollout]]) -> List[Dict[str, np.ndarray]]:
-        """``theta_i^{j+1}`` for each task ``i`` whose rollouts for steps ``0..j`` are given."""
-        return self.maml.adapted_weights(rollouts)
-
     def meta_update(self, rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, float]:
         """``maml_optimizer_steps`` meta-optimizer steps on rollouts labelled ``0..K`` per task."""
         self.model.train()
-        return self.maml.meta_update(rollouts)
+        return super().meta_update(rollouts)
 
     def learn_on_batch(self, postprocessed_batch: SampleBatch) -> Dict[str, Any]:
         raise NotImplementedError(

@@ -10,12 +10,14 @@ them to one :class:`MAMLMetaUpdater`, which turns labelled rollouts into
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from rllib_maml.maml_math import ForwardFn, MetaLossCoefficients, Params, adaptation_path, meta_loss, update_kl_coeff
+from rllib_maml.maml_rl_module import MAMLTorchRLModule, functional_forward
 from rllib_maml.rollouts import TaskBatch, TaskRollout, task_batch
 
 #: Checkpoint-state key of the adaptive KL coefficient (Learner and Policy state alike).
@@ -79,6 +81,21 @@ class MAMLMetaUpdater:
         self._apply_meta_gradient = apply_meta_gradient
         self.settings = settings
         self.kl_coeff: float = float(settings.kl_coeff)
+
+    @classmethod
+    def for_module(
+        cls,
+        module: MAMLTorchRLModule,
+        apply_meta_gradient: Callable[[torch.Tensor], None],
+        settings: MAMLSettings,
+    ) -> "MAMLMetaUpdater":
+        """The updater of ``module``'s own parameters (the network of both API stacks)."""
+        return cls(
+            forward=functools.partial(functional_forward, module),
+            theta=lambda: dict(module.named_parameters()),
+            apply_meta_gradient=apply_meta_gradient,
+            settings=settings,
+        )
 
     def save_to(self, state: Dict[str, Any]) -> Dict[str, Any]:
         """Adds the update's own state (the adaptive KL coefficient) to a checkpoint state."""
@@ -151,3 +168,22 @@ class MAMLMetaUpdater:
         self.kl_coeff = update_kl_coeff(self.kl_coeff, result["kl"], self.settings.kl_target)
         result["kl_coeff"] = self.kl_coeff
         return result
+
+
+class MAMLUpdaterMethods:
+    """The methods :class:`rllib_maml.MAML` calls on whatever holds theta (the new stack's
+    Learner or the old stack's Policy); both keep their updater in ``self.maml``."""
+
+    maml: MAMLMetaUpdater
+
+    def theta_weights(self) -> Dict[str, np.ndarray]:
+        """A snapshot of theta (copied: later optimizer steps do not change it)."""
+        return self.maml.theta_weights()
+
+    def adapted_weights(self, rollouts: Sequence[Sequence[TaskRollout]]) -> List[Dict[str, np.ndarray]]:
+        """``theta_i^{j+1}`` for each task ``i`` whose rollouts for steps ``0..j`` are given."""
+        return self.maml.adapted_weights(rollouts)
+
+    def meta_update(self, rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, float]:
+        """``maml_optimizer_steps`` meta-optimizer steps on rollouts labelled ``0..K`` per task."""
+        return self.maml.meta_update(rollouts)
