@@ -138,19 +138,25 @@ def value_targets_and_advantages(
     """GAE over ``rollout`` given value predictions ``values`` ``[N + E]`` for all its obs.
 
     Uses RLlib's own ``compute_value_targets`` with its one-extra-timestep
-    convention: each episode's final observation row acts as the extra step, so a
-    truncated episode bootstraps from ``V(s_T)`` and a terminated one from 0.
-    Returns ``(value_targets [N], advantages [N])``.
+    convention (``AddOneTsToEpisodesAndTruncate``): each episode's final observation
+    row ``s_T`` is the extra step, and the episode's last *real* step ``T - 1``
+    carries the boundary flag. There ``terminated`` drops the bootstrap (0) and
+    ``truncated`` keeps ``V(s_T)`` but stops GAE from running into the next
+    episode. (Flagging the extra row instead lets ``T - 1`` bootstrap from the
+    *next* episode's first observation.) Returns ``(value_targets [N], advantages [N])``.
     """
     n_rows = len(rollout.obs)
-    ends = np.cumsum(rollout.episode_lens + 1) - 1
+    final_rows = np.cumsum(rollout.episode_lens + 1) - 1
+    last_steps = final_rows - 1
     rewards = np.zeros(n_rows, np.float32)
     terminateds = np.zeros(n_rows, np.float32)
     truncateds = np.zeros(n_rows, np.float32)
     rows = rollout.step_rows
     rewards[rows] = rollout.rewards
-    terminateds[ends - 1] = rollout.terminated.astype(np.float32)
-    truncateds[ends] = 1.0
+    terminateds[last_steps] = rollout.terminated.astype(np.float32)
+    truncateds[last_steps] = 1.0 - rollout.terminated.astype(np.float32)
+    # The extra rows are no steps: never a source of propagation either way.
+    truncateds[final_rows] = 1.0
     targets = compute_value_targets(values, rewards, terminateds, truncateds, gamma, lambda_)
     return targets[rows], targets[rows] - values[rows]
 

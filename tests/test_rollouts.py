@@ -1,0 +1,55 @@
+"""GAE on labelled rollouts: episode boundaries bootstrap the way RLlib's convention says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rllib_maml.rollouts import TaskRollout, value_targets_and_advantages
+
+
+def two_episode_rollout(terminated: tuple[bool, bool]) -> TaskRollout:
+    """Two 3-step episodes of zero reward; ``obs`` rows are ``[s0 s1 s2 s3 | s0' s1' s2' s3']``."""
+    obs = [np.zeros((4, 1), np.float32), np.zeros((4, 1), np.float32)]
+    steps = [np.zeros(3, np.float32)] * 2
+    return TaskRollout.from_episode_columns(
+        task_index=0,
+        step=0,
+        task=None,
+        group=None,
+        obs=obs,
+        actions=[np.zeros((3, 1))] * 2,
+        logp=steps,
+        dist_inputs=[np.zeros((3, 3))] * 2,
+        rewards=steps,
+        terminated=list(terminated),
+    )
+
+
+# V(final obs) = 10 in both episodes, V(first obs of episode 2) = 5, all else 0.
+VALUES = np.array([0, 0, 0, 10, 5, 0, 0, 10], np.float32)
+
+
+def test_truncated_episodes_bootstrap_from_their_own_final_observation() -> None:
+    """The issue's example: flagging the extra row gave [4.80 4.85 4.90 | 0 0 0]."""
+    targets, advantages = value_targets_and_advantages(two_episode_rollout((False, False)), VALUES, 0.99, 1.0)
+    expected = [9.70299, 9.801, 9.9, 9.70299, 9.801, 9.9]
+    np.testing.assert_allclose(targets, expected, rtol=1e-5)
+    np.testing.assert_allclose(advantages, np.array(expected) - np.array([0, 0, 0, 5, 0, 0]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("terminated", [(True, False), (True, True)])
+def test_terminated_episodes_do_not_bootstrap(terminated: tuple[bool, bool]) -> None:
+    targets, _ = value_targets_and_advantages(two_episode_rollout(terminated), VALUES, 0.99, 1.0)
+    second = [0.0] * 3 if terminated[1] else [9.70299, 9.801, 9.9]
+    np.testing.assert_allclose(targets, [0.0] * 3 + second, rtol=1e-5, atol=1e-6)
+
+
+def test_gae_lambda_stays_inside_each_episode() -> None:
+    """With lambda < 1 the first episode's targets must not depend on the second episode."""
+    rollout = two_episode_rollout((False, False))
+    values = VALUES.copy()
+    base, _ = value_targets_and_advantages(rollout, values, 0.9, 0.5)
+    values[4:] += 100.0
+    moved, _ = value_targets_and_advantages(rollout, values, 0.9, 0.5)
+    np.testing.assert_allclose(base[:3], moved[:3])
