@@ -107,6 +107,9 @@ class MAML(Algorithm):
         # Check the task interface here, on the driver, before any worker starts.
         self._task_env = make_task_env(config)
         self._task_env.reset(seed=config.seed)
+        # Seeds of the sub-envs' first reset in each sampling call: fresh initial states
+        # every call, yet the whole run reproducible from config.seed.
+        self._reset_seeds = np.random.default_rng(config.seed)
         # Old stack: what training_step measured, for _compile_iteration_results_old_api_stack.
         self._old_stack_results: Dict[str, Any] = {}
         super().setup(config)
@@ -134,6 +137,7 @@ class MAML(Algorithm):
         group = self.env_runner_group
         sample_hook = sample_task_on_rollout_worker if self._old_api_stack else sample_task
         rollouts: Dict[int, TaskRollout] = {}
+        reset_seeds = self._reset_seeds.integers(0, 2**31 - 1 - 1024, size=len(tasks))
         pending = list(range(len(tasks)))
         failures = 0
         while pending:
@@ -147,6 +151,7 @@ class MAML(Algorithm):
                     task=tasks[i],
                     weights=weights[i],
                     num_episodes=self.config.episodes_per_task,
+                    reset_seed=int(reset_seeds[i]),
                 )
                 for i in this_round
             ]

@@ -41,10 +41,18 @@ def sample_task(
     task: Any,
     weights: Dict[str, np.ndarray],
     num_episodes: int,
+    reset_seed: Optional[int] = None,
 ) -> TaskRollout:
-    """Samples ``num_episodes`` fresh episodes of ``task`` with ``weights``, labelled ``(task_index, step)``."""
+    """Samples ``num_episodes`` fresh episodes of ``task`` with ``weights``, labelled ``(task_index, step)``.
+
+    ``reset_seed`` seeds the sub-envs' first reset of this call. RLlib would reseed
+    them with the runner's fixed ``config.seed``-derived seed at the start of every
+    ``sample(num_episodes=...)``, replaying the same initial states every call.
+    """
     group = set_task_on_runner(env_runner, task)
     load_weights_on_runner(env_runner, weights)
+    # SingleAgentEnvRunner resets with self._seed whenever num_episodes is given (Ray 2.60).
+    env_runner._seed = reset_seed
     # num_episodes forces a reset of all sub-envs, so no episode straddles two tasks.
     episodes = env_runner.sample(num_episodes=num_episodes, explore=True)
     # MAML reports its own step-labelled metrics; drain the runner's so they don't pile up.
@@ -61,6 +69,7 @@ def sample_task_on_rollout_worker(
     task: Any,
     weights: Dict[str, np.ndarray],
     num_episodes: int,
+    reset_seed: Optional[int] = None,
 ) -> TaskRollout:
     """The old stack's :func:`sample_task`: ``num_episodes`` fresh episodes of ``task``.
 
@@ -89,7 +98,7 @@ def sample_task_on_rollout_worker(
     theta = policy.theta_weights()
     policy.load_theta(weights)
     try:
-        columns = _run_episodes(policy.compute_actions, envs, num_episodes, to_env)
+        columns = _run_episodes(policy.compute_actions, envs, num_episodes, to_env, reset_seed)
     finally:
         policy.load_theta(theta)
     return TaskRollout.from_episode_columns(task_index=task_index, step=step, task=task, group=group, **columns)
@@ -100,6 +109,7 @@ def _run_episodes(
     envs: List[gym.Env],
     num_episodes: int,
     to_env: Callable[[np.ndarray], np.ndarray],
+    reset_seed: Optional[int] = None,
 ) -> Dict[str, list]:
     """Steps all ``envs`` in lock-step from a reset until ``num_episodes`` episodes ended.
 
@@ -108,7 +118,8 @@ def _run_episodes(
     """
     names = ("actions", "logp", "dist_inputs", "rewards")
     columns: Dict[str, list] = {"obs": [], "terminated": [], **{n: [] for n in names}}
-    obs = [env.reset()[0] for env in envs]
+    seeds = [None] * len(envs) if reset_seed is None else [reset_seed + i for i in range(len(envs))]
+    obs = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]
     running = [{"obs": [o], **{n: [] for n in names}} for o in obs]
     while len(columns["terminated"]) < num_episodes:
         actions, _, extra = compute_actions(np.stack(obs), explore=True)
