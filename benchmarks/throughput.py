@@ -1,119 +1,208 @@
-"""Env steps per second of a full MAML iteration next to built-in PPO, and meta-update cost.
+"""MAML's speed against the simulator's raw rate and built-in PPO, measured side by side in one run.
 
-One run, one process tree, same env, same EnvRunners and the same number of env
-steps per iteration for all runs; ratios are what to compare across machines. MAML
-is measured on both RLlib API stacks (``--no-old-api-stack`` skips the old one).
+    python benchmarks/throughput.py                       # HalfCheetahRandDirec, 2 runners, ~5 min
+    python benchmarks/throughput.py --iters 3 --no-old-api-stack
 
-    python benchmarks/throughput.py --env rllib_maml/HalfCheetahRandDirec-v0 --iters 3
+One process tree, one env, the same cores for every measurement; the machine is
+shared and noisy, so compare the printed *ratios*, not absolute rates across runs.
+
+Prints:
+  * the raw gymnasium step rate (random actions, one Ray task per core, summed);
+  * MAML full iteration / raw and MAML sampling alone / raw, at 10 x 10 and 40 x 20
+    tasks x episodes (``timers/maml_sampling_s`` of each iteration);
+  * the meta-update's share of an iteration at both sizes;
+  * MAML / built-in PPO, PPO at the better of 5 and 25 sub-envs per runner and
+    the same env steps per iteration;
+  * second- / first-order meta-update time on the same 40 x 20 rollouts;
+  * peak RSS of the driver and of each EnvRunner after the 40 x 20 iterations;
+  * MAML on the old API stack at 10 x 10.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
+import resource
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
+import gymnasium as gym
+import numpy as np
 import ray
 import torch
 from ray.rllib.algorithms.ppo import PPOConfig
 
 import rllib_maml  # noqa: F401  (registers envs and MAML)
 from rllib_maml import MAMLConfig
+from rllib_maml.maml import META_UPDATE_TIMER, SAMPLING_TIMER
 
 
-def timed_iterations(train: Callable[[], Dict], iters: int) -> List[float]:
-    """Env steps/s of each of ``iters`` iterations (after one warm-up iteration)."""
+@ray.remote(num_cpus=1)
+def raw_rate(env_id: str, seconds: float) -> float:
+    """gymnasium steps/s of ``env_id`` with random actions on one core (one fixed task)."""
+    import rllib_maml  # noqa: F401,F811  (registers the env ids in this worker)
+
+    env = gym.make(env_id)
+    env.unwrapped.set_task(env.unwrapped.sample_tasks(1)[0])
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(1000):
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            if terminated or truncated:
+                env.reset()
+        steps += 1000
+    return steps / (time.perf_counter() - start)
+
+
+@dataclasses.dataclass
+class Measured:
+    rate: float  # env steps/s of whole iterations
+    sampling_rate: float = math.nan  # env steps/s while sampling
+    update_share: float = math.nan  # meta-update seconds / iteration seconds
+
+
+def timed_iterations(train: Callable[[], Dict[str, Any]], iters: int) -> Measured:
+    """Medians over ``iters`` iterations, after one warm-up iteration."""
     train()
-    rates = []
+    rates, sampling, shares = [], [], []
     for _ in range(iters):
         start = time.perf_counter()
         result = train()
-        # Both stacks report it here (MAML's old-stack results add the key for parity).
-        rates.append(result["env_runners"]["num_env_steps_sampled"] / (time.perf_counter() - start))
-    return rates
+        seconds = time.perf_counter() - start
+        steps = result["env_runners"]["num_env_steps_sampled"]
+        rates.append(steps / seconds)
+        timers = result.get("timers", {})
+        if SAMPLING_TIMER in timers:
+            sampling.append(steps / timers[SAMPLING_TIMER])
+            shares.append(timers[META_UPDATE_TIMER] / seconds)
+    median = statistics.median
+    return Measured(median(rates), median(sampling) if sampling else math.nan, median(shares) if shares else math.nan)
+
+
+def sub_envs_per_runner(meta_batch_size: int, episodes_per_task: int, runners: int, max_width: int) -> int:
+    """A vector width that gives every task of a runner the same number of sub-envs, each
+    running the same number of episodes: tasks per runner x the largest divisor of
+    ``episodes_per_task`` that keeps the width <= ``max_width``."""
+    tasks = math.ceil(meta_batch_size / runners)
+    per_task = max(d for d in range(1, episodes_per_task + 1) if episodes_per_task % d == 0 and (d == 1 or tasks * d <= max_width))
+    return tasks * per_task
+
+
+def maml_config(args: argparse.Namespace, meta_batch_size: int, episodes_per_task: int) -> MAMLConfig:
+    width = sub_envs_per_runner(meta_batch_size, episodes_per_task, args.num_env_runners, args.max_width)
+    return (
+        MAMLConfig()
+        .environment(args.env)
+        .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=width)
+        .training(meta_batch_size=meta_batch_size, episodes_per_task=episodes_per_task)
+        .debugging(seed=0)
+    )
+
+
+def peak_rss_mb(algo: Any) -> Tuple[float, List[float]]:
+    """Peak resident set size (MB) of this (driver) process and of each remote EnvRunner."""
+    def peak(*_: Any) -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    return peak(), list(algo.env_runner_group.foreach_env_runner(peak, local_env_runner=False))
+
+
+def update_seconds(algo: Any, rollouts: Any, first_order: bool) -> float:
+    """One meta-update on ``rollouts`` (after a warm-up one), first or second order."""
+    def run(learner: Any) -> float:
+        updater = learner.maml
+        saved = updater.settings
+        updater.settings = dataclasses.replace(saved, first_order=first_order)
+        try:
+            updater.meta_update(rollouts)
+            start = time.perf_counter()
+            updater.meta_update(rollouts)
+            return time.perf_counter() - start
+        finally:
+            updater.settings = saved
+
+    return next(iter(algo.learner_group.foreach_learner(run))).get()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="rllib_maml/HalfCheetahRandDirec-v0")
-    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=2, help="timed iterations per measurement (after a warm-up)")
     parser.add_argument("--num-env-runners", type=int, default=2)
-    parser.add_argument("--num-envs", type=int, default=5, help="vector sub-envs per EnvRunner")
-    parser.add_argument("--meta-batch-size", type=int, default=10)
-    parser.add_argument("--episodes-per-task", type=int, default=10)
-    parser.add_argument("--horizon", type=int, default=100, help="episode length of --env, for PPO's batch size")
+    parser.add_argument("--max-width", type=int, default=50, help="most vector sub-envs per MAML EnvRunner")
+    parser.add_argument("--raw-seconds", type=float, default=5.0)
     parser.add_argument("--no-old-api-stack", action="store_true", help="skip MAML on the old API stack")
     args = parser.parse_args()
 
-    # Same intra-op setting for both algorithms' driver-side Learner (see MAMLConfig.torch_num_threads).
-    torch.set_num_threads(1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    steps_per_iteration = args.meta_batch_size * args.episodes_per_task * args.horizon * 2
+    torch.set_num_threads(1)  # the same intra-op setting for both algorithms' driver-side Learner
+    ray.init(num_cpus=args.num_env_runners, include_dashboard=False, log_to_driver=False)
+    horizon = gym.spec(args.env).max_episode_steps
+    rows: List[Tuple[str, str]] = []
 
-    maml_config = (
-        MAMLConfig()
-        .environment(args.env)
-        .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.num_envs)
-        .training(meta_batch_size=args.meta_batch_size, episodes_per_task=args.episodes_per_task)
-        .debugging(seed=0)
-    )
-    maml = maml_config.build_algo()
-    maml_rates = timed_iterations(maml.train, args.iters)
+    raw = sum(ray.get([raw_rate.remote(args.env, args.raw_seconds) for _ in range(args.num_env_runners)]))
+    rows.append((f"raw gymnasium env steps/s ({args.num_env_runners} processes, random actions)", f"{raw:,.0f}"))
 
-    # Meta-update cost, first vs second order, on identical rollouts.
-    rollouts = maml._sample_adaptation(maml.sample_tasks(args.meta_batch_size), 1)
-    maml.stop()  # free its EnvRunners' CPUs (Ray has only 2 here)
-    old_stack_rates: List[float] = []
-    if not args.no_old_api_stack:
-        old_stack = (
-            maml_config.copy(copy_frozen=False)
-            .api_stack(enable_rl_module_and_learner=False, enable_env_runner_and_connector_v2=False)
-            .build_algo()
-        )
-        old_stack_rates = timed_iterations(old_stack.train, args.iters)
-        old_stack.stop()
-    update_seconds = {}
-    for first_order in (True, False):
-        algo = (
-            maml_config.copy(copy_frozen=False)
-            .env_runners(num_env_runners=0)
-            .training(first_order=first_order)
-            .build_algo()
-        )
-        algo._learner_call("meta_update", rollouts=rollouts)  # warm-up
-        start = time.perf_counter()
-        algo._learner_call("meta_update", rollouts=rollouts)
-        update_seconds[first_order] = time.perf_counter() - start
+    measured: Dict[str, Measured] = {}
+    for label, (tasks, episodes) in {"10 x 10": (10, 10), "40 x 20": (40, 20)}.items():
+        config = maml_config(args, tasks, episodes)
+        algo = config.build_algo()
+        measured[label] = timed_iterations(algo.train, args.iters)
+        m = measured[label]
+        width = config.num_envs_per_env_runner
+        rows.append((f"MAML {label}: full iteration env steps/s ({args.num_env_runners} runners x {width} sub-envs)", f"{m.rate:,.0f}"))
+        rows.append((f"MAML {label}: full iteration / raw", f"{m.rate / raw:.2f}"))
+        rows.append((f"MAML {label}: sampling alone / raw", f"{m.sampling_rate / raw:.2f}"))
+        rows.append((f"MAML {label}: meta-update share of the iteration", f"{m.update_share:.2f}"))
+        if label == "40 x 20":
+            driver, runners = peak_rss_mb(algo)
+            rows.append(("peak RSS at 40 x 20: driver (Learner) / each EnvRunner", f"{driver:,.0f} MB / " + ", ".join(f"{r:,.0f}" for r in runners) + " MB"))
+            rollouts = algo._sample_adaptation(algo.sample_tasks(tasks), 1)
+            first, second = (update_seconds(algo, rollouts, first_order) for first_order in (True, False))
+            rows.append(("meta-update at 40 x 20, first / second order (5 Adam steps)", f"{first:.2f} s / {second:.2f} s"))
+            rows.append(("second / first order", f"{second / first:.2f}"))
         algo.stop()
 
-    ppo = (
-        PPOConfig()
-        .environment(args.env)
-        .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.num_envs)
-        .training(train_batch_size_per_learner=steps_per_iteration, minibatch_size=min(4000, steps_per_iteration), num_epochs=10)
-        .debugging(seed=0)
-        .build_algo()
-    )
-    ppo_rates = timed_iterations(ppo.train, args.iters)
-    ppo.stop()
+    steps_per_iteration = 10 * 10 * horizon * 2
+    ppo_rates = {}
+    for width in (5, 25):
+        ppo = (
+            PPOConfig()
+            .environment(args.env)
+            .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=width)
+            .training(train_batch_size_per_learner=steps_per_iteration, minibatch_size=4000, num_epochs=10)
+            .debugging(seed=0)
+            .build_algo()
+        )
+        ppo_rates[width] = timed_iterations(ppo.train, args.iters).rate
+        ppo.stop()
+        rows.append((f"built-in PPO env steps/s ({args.num_env_runners} runners x {width} sub-envs, 10 epochs)", f"{ppo_rates[width]:,.0f}"))
+    best_ppo = max(ppo_rates.values())
+    rows.append(("MAML 10 x 10 / best built-in PPO", f"{measured['10 x 10'].rate / best_ppo:.2f}"))
+    rows.append(("MAML 40 x 20 / best built-in PPO", f"{measured['40 x 20'].rate / best_ppo:.2f}"))
+
+    if not args.no_old_api_stack:
+        config = (
+            maml_config(args, 10, 10)
+            .env_runners(num_envs_per_env_runner=10)
+            .api_stack(enable_rl_module_and_learner=False, enable_env_runner_and_connector_v2=False)
+        )
+        old = config.build_algo()
+        old_rate = timed_iterations(old.train, args.iters).rate
+        old.stop()
+        rows.append(("MAML 10 x 10, old API stack (one task per RolloutWorker x 10 sub-envs) env steps/s", f"{old_rate:,.0f}"))
+        rows.append(("old stack / new stack at 10 x 10", f"{old_rate / measured['10 x 10'].rate:.2f}"))
     ray.shutdown()
 
-    maml_rate, ppo_rate = statistics.median(maml_rates), statistics.median(ppo_rates)
-    print(f"\nenv={args.env} runners={args.num_env_runners}x{args.num_envs} envs, "
-          f"{steps_per_iteration} env steps per iteration, median of {args.iters} iterations")
+    print(f"\nenv={args.env}, {args.num_env_runners} EnvRunners, median of {args.iters} iterations after a warm-up")
     print("| measure | value |\n|---|---|")
-    print(f"| MAML env steps/s (full iteration: sampling + inner steps + meta-update) | {maml_rate:,.0f} |")
-    print(f"| built-in PPO env steps/s (full iteration, 10 epochs) | {ppo_rate:,.0f} |")
-    print(f"| MAML / PPO | {maml_rate / ppo_rate:.2f} |")
-    if old_stack_rates:
-        old_rate = statistics.median(old_stack_rates)
-        print(f"| MAML env steps/s, old API stack (MAMLTorchPolicy, RolloutWorkers) | {old_rate:,.0f} |")
-        print(f"| MAML old stack / new stack | {old_rate / maml_rate:.2f} |")
-    print(f"| meta-update, first order ({args.meta_batch_size} tasks, 5 Adam steps) | {update_seconds[True]:.2f} s |")
-    print(f"| meta-update, second order | {update_seconds[False]:.2f} s |")
-    print(f"| second / first order | {update_seconds[False] / update_seconds[True]:.2f} |")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
 
 
 if __name__ == "__main__":
+    np.set_printoptions(precision=3)
     main()

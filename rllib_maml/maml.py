@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
-from typing import Any, Dict, List, Optional, Sequence, Type
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Type
 
 import numpy as np
 import ray
@@ -24,17 +25,24 @@ from ray.rllib.utils.metrics import (
     NUM_ENV_STEPS_TRAINED,
     NUM_EPISODES,
     NUM_EPISODES_LIFETIME,
+    TIMERS,
 )
 from ray.rllib.utils.metrics.learner_info import LEARNER_STATS_KEY
 
 from rllib_maml.maml_config import MAMLConfig
 from rllib_maml.rollouts import TaskRollout, mean_return
-from rllib_maml.runner_hooks import sample_task, sample_task_on_rollout_worker
+from rllib_maml.maml_env_runner import SamplingJob, sample_jobs_on_runner
+from rllib_maml.runner_hooks import sample_task_on_rollout_worker
 from rllib_maml.task_env import make_task_env
 
 logger = logging.getLogger(__name__)
 
 MAML_RESULTS = "maml"
+#: ``timers/*`` keys: seconds of this iteration spent sampling (all adaptation steps),
+#: computing the adapted weights, and in the meta-update.
+SAMPLING_TIMER = "maml_sampling_s"
+INNER_STEPS_TIMER = "maml_inner_steps_s"
+META_UPDATE_TIMER = "maml_meta_update_s"
 #: How often one adaptation round may lose runners before the iteration fails.
 MAX_SAMPLING_RETRIES = 3
 #: How often to log while waiting for failed EnvRunners to be restarted.
@@ -60,6 +68,21 @@ def adaptation_metrics(rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, A
     if groups:
         metrics["per_task"] = {g: curve([r for r in rollouts if r[0].group == g]) for g in groups}
     return metrics
+
+
+def _sample_share(
+    runner: Any, *, jobs: List[SamplingJob], num_episodes: int, reset_seed: int, old_api_stack: bool
+) -> List[TaskRollout]:
+    """Runs on one runner's process: its share of the jobs (old stack: exactly one)."""
+    if old_api_stack:
+        (job,) = jobs
+        return [
+            sample_task_on_rollout_worker(
+                runner, task_index=job.task_index, step=job.step, task=job.task, weights=job.weights,
+                num_episodes=num_episodes, reset_seed=reset_seed,
+            )
+        ]
+    return sample_jobs_on_runner(runner, jobs=jobs, num_episodes=num_episodes, reset_seed=reset_seed)
 
 
 class MAML(Algorithm):
@@ -110,6 +133,7 @@ class MAML(Algorithm):
         # Seeds of the sub-envs' first reset in each sampling call: fresh initial states
         # every call, yet the whole run reproducible from config.seed.
         self._reset_seeds = np.random.default_rng(config.seed)
+        self._iteration_seconds: Dict[str, float] = {}
         # Old stack: what training_step measured, for _compile_iteration_results_old_api_stack.
         self._old_stack_results: Dict[str, Any] = {}
         super().setup(config)
@@ -127,55 +151,61 @@ class MAML(Algorithm):
         return self._task_env.unwrapped.sample_tasks(num_tasks)
 
     def _sample_on_runners(self, tasks: Sequence[Any], weights: Sequence[Dict[str, np.ndarray]], step: int) -> List[TaskRollout]:
-        """Samples every task at adaptation step ``step``, spread over the runners in rounds.
+        """Samples every task at adaptation step ``step`` on the runners.
 
-        A task whose runner fails (raises, dies or exceeds ``sample_timeout_s``) is
-        sampled again once RLlib has restarted the runner (or on another healthy one);
+        New stack: each runner gets an equal share of the tasks and samples all of
+        them in one call (:class:`~rllib_maml.maml_env_runner.MAMLEnvRunner`, one task
+        per sub-env). Old stack: one task per RolloutWorker at a time, in rounds.
+
+        The tasks of a runner that fails (raises, dies or exceeds ``sample_timeout_s``)
+        are sampled again once RLlib has restarted it (or on another healthy one);
         after ``MAX_SAMPLING_RETRIES`` failures the iteration raises, naming the tasks,
         so no task's data is silently dropped.
         """
-        group = self.env_runner_group
-        sample_hook = sample_task_on_rollout_worker if self._old_api_stack else sample_task
+        jobs = [SamplingJob(task_index=i, step=step, task=task, weights=w) for i, (task, w) in enumerate(zip(tasks, weights))]
+        seeds = iter(int(s) for s in self._reset_seeds.integers(0, 2**31 - 2**20, size=len(tasks) * (MAX_SAMPLING_RETRIES + 1)))
         rollouts: Dict[int, TaskRollout] = {}
-        reset_seeds = self._reset_seeds.integers(0, 2**31 - 1 - 1024, size=len(tasks))
         pending = list(range(len(tasks)))
         failures = 0
         while pending:
             runner_ids = self._healthy_runner_ids()
-            this_round, pending = pending[: len(runner_ids)], pending[len(runner_ids):]
-            hooks = [
+            if self._old_api_stack:
+                shares = [[i] for i in pending[: len(runner_ids)]]
+            else:
+                shares = [share.tolist() for share in np.array_split(pending, len(runner_ids)) if len(share)]
+            calls = [
                 functools.partial(
-                    sample_hook,
-                    task_index=i,
-                    step=step,
-                    task=tasks[i],
-                    weights=weights[i],
+                    _sample_share,
+                    jobs=[jobs[i] for i in share],
                     num_episodes=self.config.episodes_per_task,
-                    reset_seed=int(reset_seeds[i]),
+                    reset_seed=next(seeds),
+                    old_api_stack=self._old_api_stack,
                 )
-                for i in this_round
+                for share in shares
             ]
             if runner_ids == [None]:
-                results = [hook(self.env_runner) for hook in hooks]
+                results = [call(self.env_runner) for call in calls]
             else:
                 # A bounded wait: a runner that hangs (e.g. while Ray restarts it) counts as failed.
-                results = group.foreach_env_runner(
-                    hooks,
+                results = self.env_runner_group.foreach_env_runner(
+                    calls,
                     local_env_runner=False,
-                    remote_worker_ids=runner_ids[: len(hooks)],
+                    remote_worker_ids=runner_ids[: len(calls)],
                     timeout_seconds=self.config.sample_timeout_s,
                 )
-            for rollout in results:
-                if isinstance(rollout, TaskRollout):
+            for result in results:
+                for rollout in result if isinstance(result, list) else []:
                     rollouts[rollout.task_index] = rollout
-            lost = [i for i in this_round if i not in rollouts]
+            attempted = [i for share in shares for i in share]
+            pending = [i for i in pending if i not in attempted]
+            lost = [i for i in attempted if i not in rollouts]
             if lost:
                 failures += 1
                 if failures > MAX_SAMPLING_RETRIES:
                     raise RuntimeError(
                         f"Sampling tasks {lost} at adaptation step {step} failed {failures} times; giving up."
                     )
-                failed_runners = sorted({runner_ids[this_round.index(i)] for i in lost})
+                failed_runners = sorted({runner_ids[k] for k, share in enumerate(shares) if set(share) & set(lost)})
                 logger.warning(
                     "EnvRunners %s failed on tasks %s (step %d); resampling them once the runners are back.",
                     failed_runners, lost, step,
@@ -241,10 +271,21 @@ class MAML(Algorithm):
         rollouts: List[List[TaskRollout]] = [[] for _ in tasks]
         for step in range(num_steps + 1):
             if step > 0:
-                weights = self._learner_call("adapted_weights", rollouts=rollouts)
-            for rollout in self._sample_on_runners(tasks, weights, step):
-                rollouts[rollout.task_index].append(rollout)
+                with self._timed(INNER_STEPS_TIMER):
+                    weights = self._learner_call("adapted_weights", rollouts=rollouts)
+            with self._timed(SAMPLING_TIMER):
+                for rollout in self._sample_on_runners(tasks, weights, step):
+                    rollouts[rollout.task_index].append(rollout)
         return rollouts
+
+    @contextlib.contextmanager
+    def _timed(self, name: str) -> Iterator[None]:
+        """Adds the wall time of the block to this iteration's ``timers/<name>`` (seconds)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._iteration_seconds[name] = self._iteration_seconds.get(name, 0.0) + time.perf_counter() - start
 
     def _sync_theta_to_runners(self) -> None:
         if self._old_api_stack:
@@ -256,9 +297,11 @@ class MAML(Algorithm):
     # --- the iteration -------------------------------------------------------------
     def training_step(self) -> Optional[Dict[str, Any]]:
         cfg = self.config
+        self._iteration_seconds = {}
         tasks = self.sample_tasks(cfg.meta_batch_size)
         rollouts = self._sample_adaptation(tasks, cfg.inner_adaptation_steps)
-        learner_stats = self._learner_call("meta_update", rollouts=rollouts)
+        with self._timed(META_UPDATE_TIMER):
+            learner_stats = self._learner_call("meta_update", rollouts=rollouts)
         self._sync_theta_to_runners()
         if self._old_api_stack:
             return self._old_stack_iteration_results(rollouts, learner_stats)
@@ -290,6 +333,8 @@ class MAML(Algorithm):
         self.metrics.log_value((ENV_RUNNER_RESULTS, NUM_EPISODES_LIFETIME), num_episodes, reduce="lifetime_sum")
         for key, value in learner_stats.items():
             self.metrics.log_value((LEARNER_RESULTS, key), value, window=1)
+        for key, value in self._iteration_seconds.items():
+            self.metrics.log_value((TIMERS, key), value, window=1)
         self._log_nested((MAML_RESULTS,), adaptation_metrics(rollouts))
 
     def _old_stack_iteration_results(self, rollouts: List[List[TaskRollout]], learner_stats: Dict[str, float]) -> Dict[str, Any]:
@@ -319,6 +364,7 @@ class MAML(Algorithm):
         results[ENV_RUNNER_RESULTS] = {**results[ENV_RUNNER_RESULTS], **measured.get(ENV_RUNNER_RESULTS, {})}
         if MAML_RESULTS in measured:
             results[MAML_RESULTS] = measured[MAML_RESULTS]
+        results[TIMERS] = {**results.get(TIMERS, {}), **self._iteration_seconds}
         return results
 
     def _log_nested(self, prefix: tuple, values: Dict[str, Any]) -> None:

@@ -166,6 +166,27 @@ class MAMLConfig(AlgorithmConfig):
                 "recreate a failed sub-env without its task and its episodes would be mislabelled."
             )
         self._check_env_and_include_action_masks()
+        if self.enable_env_runner_and_connector_v2:
+            self._validate_env_runner_cls()
+
+    def _validate_env_runner_cls(self) -> None:
+        """The new stack samples with :class:`rllib_maml.maml_env_runner.MAMLEnvRunner` (or a subclass)."""
+        from rllib_maml.maml_env_runner import MAMLEnvRunner
+
+        if self.env_runner_cls is None and not self._is_frozen:
+            self.env_runner_cls = MAMLEnvRunner
+        elif self.env_runner_cls is not None and not (
+            isinstance(self.env_runner_cls, type) and issubclass(self.env_runner_cls, MAMLEnvRunner)
+        ):
+            raise ValueError(
+                f"MAMLConfig.env_runner_cls={self.env_runner_cls!r} is not supported: MAML samples several "
+                "tasks per runner through rllib_maml.maml_env_runner.MAMLEnvRunner; subclass it."
+            )
+        if str(self.gym_env_vectorize_mode).lower().split(".")[-1] != "sync":
+            raise ValueError(
+                f"MAMLConfig.gym_env_vectorize_mode={self.gym_env_vectorize_mode!r} is not supported: "
+                "MAMLEnvRunner sets a task on each sub-env, which needs the 'sync' vector env."
+            )
 
     def _validate_old_api_stack(self) -> None:
         """Settings of the old stack that MAML cannot honour fail here, by name."""

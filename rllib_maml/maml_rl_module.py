@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import gymnasium as gym
 import numpy as np
@@ -119,10 +119,49 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
         group_one_hot = obs[..., -self.action_mask_table.shape[0] :]
         return group_one_hot @ self.action_mask_table
 
+    def set_row_weights(self, task_weights: Sequence[Mapping[str, np.ndarray]], row_task: Sequence[int]) -> None:
+        """Makes batch row ``r`` act with the policy weights ``task_weights[row_task[r]]``.
+
+        Used on an EnvRunner that samples several tasks at once (one task per vector
+        sub-env, row ``r`` = sub-env ``r``): each row gets its own task's (adapted)
+        policy, and all rows still take one batched forward pass. Only the policy
+        (``pi.*``, ``log_std``) is read; the value network does not act.
+        """
+        index = torch.as_tensor(np.asarray(row_task, dtype=np.int64))
+        dtype = self.log_std.dtype
+
+        def stacked(name: str) -> torch.Tensor:
+            return torch.as_tensor(np.stack([np.asarray(w[name]) for w in task_weights]), dtype=dtype)[index]
+
+        layers = []
+        for i, layer in enumerate(self.pi):
+            if isinstance(layer, nn.Linear):
+                # [R, in, out] and [R, 1, out], for one bmm per layer over all rows.
+                layers.append((stacked(f"pi.{i}.weight").transpose(1, 2).contiguous(), stacked(f"pi.{i}.bias")[:, None]))
+            else:
+                layers.append(layer)
+        self._row_policy: Optional[Tuple[List[Any], torch.Tensor]] = (layers, stacked("log_std"))
+
+    def clear_row_weights(self) -> None:
+        """Back to one policy (the module's own parameters) for every row."""
+        self._row_policy = None
+
+    def _row_policy_forward(self, obs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        layers, log_std = self._row_policy
+        if obs.shape[0] != log_std.shape[0]:
+            raise ValueError(f"per-row weights are set for {log_std.shape[0]} rows, got a batch of {obs.shape[0]}")
+        h = obs[:, None]
+        for layer in layers:
+            h = torch.baddbmm(layer[1], h, layer[0]) if isinstance(layer, tuple) else layer(h)
+        return h[:, 0], log_std
+
     def _forward(self, batch: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
         obs = batch[Columns.OBS].to(self.log_std.dtype)
-        mean = self.pi(obs)
-        log_std = self.log_std.expand_as(mean)
+        if getattr(self, "_row_policy", None) is not None:
+            mean, log_std = self._row_policy_forward(obs)
+        else:
+            mean = self.pi(obs)
+            log_std = self.log_std.expand_as(mean)
         return {Columns.ACTION_DIST_INPUTS: torch.cat([mean, log_std, self.action_mask(obs)], -1)}
 
     def _forward_train(self, batch: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:

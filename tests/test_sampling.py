@@ -42,3 +42,43 @@ def test_each_call_starts_from_new_states_and_the_run_is_reproducible(
         np.testing.assert_array_equal(a, b)  # same config.seed, same start states
     for earlier, later in zip(first_run, first_run[1:]):
         assert not np.allclose(earlier, later), "two sampling calls replayed the same initial states"
+
+
+def constant_policy(theta: dict, action: float) -> dict:
+    """``theta`` changed to act ``action`` in every dimension, with a negligible std."""
+    weights = {name: np.array(value, copy=True) for name, value in theta.items()}
+    last = max(int(name.split(".")[1]) for name in weights if name.startswith("pi.") and name.endswith(".weight"))
+    weights[f"pi.{last}.weight"][:] = 0.0
+    weights[f"pi.{last}.bias"][:] = action
+    weights["log_std"][:] = -20.0
+    return weights
+
+
+@pytest.mark.parametrize("num_env_runners", [0, 1])
+def test_one_runner_samples_each_task_with_its_own_weights(ray_session: None, num_env_runners: int) -> None:
+    """Three tasks on one runner of 4 sub-envs: every episode acts with its task's weights and
+    is rewarded by its task's goal."""
+    from rllib_maml.maml_env_runner import MAMLEnvRunner
+
+    algo = (
+        tiny_config("rllib_maml/Navigation2D-v0", num_env_runners=num_env_runners, episodes_per_task=3)
+        .env_runners(num_envs_per_env_runner=4)
+        .build_algo()
+    )
+    try:
+        runner_classes = algo.env_runner_group.foreach_env_runner(
+            lambda runner: type(runner).__name__, local_env_runner=num_env_runners == 0
+        )
+        assert runner_classes == [MAMLEnvRunner.__name__]
+        theta = algo._learner_call("theta_weights")
+        actions = [0.05, -0.05, 0.02]
+        goals = [np.array(g, np.float32) for g in ([0.4, 0.4], [-0.3, 0.2], [0.1, -0.45])]
+        rollouts = algo._sample_on_runners(goals, [constant_policy(theta, a) for a in actions], step=1)
+        for index, (rollout, action, goal) in enumerate(zip(rollouts, actions, goals)):
+            assert (rollout.task_index, rollout.step) == (index, 1)
+            assert len(rollout.episode_lens) >= 3
+            np.testing.assert_allclose(rollout.actions, action, atol=1e-6)
+            next_obs = rollout.obs[rollout.step_rows + 1]
+            np.testing.assert_allclose(rollout.rewards, -np.linalg.norm(next_obs - goal, axis=1), rtol=1e-5)
+    finally:
+        algo.stop()
