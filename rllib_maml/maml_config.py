@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Type
 
 import numpy as np
 
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+
+#: Valid values of ``MAMLConfig.baseline``.
+BASELINES = ("value_function", "linear")
 
 
 class MAMLConfig(AlgorithmConfig):
@@ -51,7 +56,17 @@ class MAMLConfig(AlgorithmConfig):
     * ``entropy_coeff``: weight of the entropy bonus in the meta-objective; >= 0;
       ``0.0``.
     * ``lambda_``: GAE lambda; in [0, 1]; ``1.0``.
+    * ``baseline``: what GAE's values come from; ``"value_function"`` (the
+      module's value MLP, trained by the value loss) or ``"linear"`` (a linear
+      feature baseline, ``obs, obs^2, t, t^2, t^3, 1``, fitted by regularised
+      least squares to each task's batch at each adaptation step, as in the MAML
+      paper, ProMP, garage, pytorch-maml-rl and learn2learn; the value MLP is then
+      not used, so ``vf_loss_coeff=0`` saves its training); ``"value_function"``.
     * ``gamma``: discount; in [0, 1]; ``0.99``.
+    * ``update_num_threads``: torch intra-op threads while the Learner computes
+      adapted weights and the meta-update, all tasks batched into large matmuls;
+      the EnvRunners wait meanwhile, so their cores are free; int >= 1 or None for
+      every core of the machine; ``None``.
     * ``torch_num_threads``: torch intra-op threads in the Learner's process (the
       driver when ``num_learners=0``); int >= 1 or None to leave torch's default;
       ``1``. MAML's many small forward/backward passes run fastest on one
@@ -89,7 +104,9 @@ class MAMLConfig(AlgorithmConfig):
         self.vf_loss_coeff = 0.5
         self.entropy_coeff = 0.0
         self.lambda_ = 1.0
+        self.baseline = "value_function"
         self.torch_num_threads: Optional[int] = 1
+        self.update_num_threads: Optional[int] = None
 
     def training(
         self,
@@ -106,7 +123,9 @@ class MAMLConfig(AlgorithmConfig):
         vf_loss_coeff: Optional[float] = NotProvided,
         entropy_coeff: Optional[float] = NotProvided,
         lambda_: Optional[float] = NotProvided,
+        baseline: Optional[str] = NotProvided,
         torch_num_threads: Optional[int] = NotProvided,
+        update_num_threads: Optional[int] = NotProvided,
         **kwargs: Any,
     ) -> "MAMLConfig":
         """Sets MAML's training parameters (see the class docstring); others go to RLlib."""
@@ -124,7 +143,9 @@ class MAMLConfig(AlgorithmConfig):
             vf_loss_coeff=vf_loss_coeff,
             entropy_coeff=entropy_coeff,
             lambda_=lambda_,
+            baseline=baseline,
             torch_num_threads=torch_num_threads,
+            update_num_threads=update_num_threads,
         )
         for name, value in given.items():
             if value is not NotProvided:
@@ -141,15 +162,18 @@ class MAMLConfig(AlgorithmConfig):
                 raise ValueError(f"MAMLConfig.{name}={value!r} is invalid: it must be an integer >= 1.")
         for name in ("inner_lr", "clip_param", "kl_target"):
             self._check_number(name, lambda v: v > 0, "a number > 0")
-        if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not self.lr > 0:
-            raise ValueError(f"MAMLConfig.lr={self.lr!r} is invalid: the meta learning rate must be a number > 0.")
+        if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not 0 < self.lr < math.inf:
+            raise ValueError(f"MAMLConfig.lr={self.lr!r} is invalid: the meta learning rate must be a finite number > 0.")
         for name in ("kl_coeff", "vf_loss_coeff", "entropy_coeff"):
             self._check_number(name, lambda v: v >= 0, "a number >= 0")
         for name in ("lambda_", "gamma"):
             self._check_number(name, lambda v: 0 <= v <= 1, "a number in [0, 1]")
-        threads = self.torch_num_threads
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"MAMLConfig.torch_num_threads={threads!r} is invalid: it must be an integer >= 1 or None.")
+        for name in ("torch_num_threads", "update_num_threads"):
+            threads = getattr(self, name)
+            if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+                raise ValueError(f"MAMLConfig.{name}={threads!r} is invalid: it must be an integer >= 1 or None.")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"MAMLConfig.baseline={self.baseline!r} is invalid: it must be one of {BASELINES}.")
         if not isinstance(self.first_order, bool):
             raise ValueError(f"MAMLConfig.first_order={self.first_order!r} is invalid: it must be True or False.")
         if self.num_learners > 1:
@@ -221,8 +245,8 @@ class MAMLConfig(AlgorithmConfig):
 
     def _check_number(self, name: str, is_valid: Any, valid_text: str) -> None:
         value = getattr(self, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not is_valid(value):
-            raise ValueError(f"MAMLConfig.{name}={value!r} is invalid: it must be {valid_text}.")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not is_valid(value):
+            raise ValueError(f"MAMLConfig.{name}={value!r} is invalid: it must be a finite {valid_text.removeprefix('a ')}.")
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from rllib_maml.maml_rl_module import MAMLTorchRLModule

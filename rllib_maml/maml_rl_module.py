@@ -74,6 +74,12 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
         ``fcnet_hiddens`` (list of int, default ``[64, 64]``): hidden layer sizes of
         both networks. ``fcnet_activation`` (``"tanh"``, ``"relu"`` or ``"elu"``,
         default ``"tanh"``). ``initial_log_std`` (float, default 0.0).
+        ``action_scale`` (float > 0, default 1.0): the env action is the policy's
+        action divided by this, as ProMP's and pytorch-maml-rl's
+        ``normalization_scale`` (10 there): the network's mean and its std are both
+        divided by it, so a policy-space std of 1 is ``1 / action_scale`` in the
+        env's units. Part of the module, so it acts the same on both API stacks,
+        in ``evaluate`` and in ``compare``.
         ``action_masks`` (optional ``[num_groups, action_dim]`` 0/1 list): see
         :data:`ACTION_MASKS_KEY`.
 
@@ -101,6 +107,10 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
         self.log_std = nn.Parameter(
             torch.full((self.action_dim,), float(cfg.get("initial_log_std", 0.0)))
         )
+        action_scale = cfg.get("action_scale", 1.0)
+        if isinstance(action_scale, bool) or not isinstance(action_scale, (int, float)) or not 0 < action_scale < float("inf"):
+            raise ValueError(f"model_config['action_scale']={action_scale!r} is invalid: it must be a finite number > 0")
+        self.log_action_scale = float(np.log(action_scale))
         masks = cfg.get(ACTION_MASKS_KEY)
         table = torch.as_tensor(np.asarray(masks, dtype=np.float32)) if masks is not None else None
         if table is not None and (table.ndim != 2 or table.shape[1] != self.action_dim):
@@ -162,6 +172,10 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
         else:
             mean = self.pi(obs)
             log_std = self.log_std.expand_as(mean)
+        if self.log_action_scale:
+            # Divide the action by action_scale: the mean by it, the std too (a log-shift).
+            mean = mean * float(np.exp(-self.log_action_scale))
+            log_std = log_std - self.log_action_scale
         return {Columns.ACTION_DIST_INPUTS: torch.cat([mean, log_std, self.action_mask(obs)], -1)}
 
     def _forward_train(self, batch: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
@@ -183,3 +197,21 @@ def functional_forward(
     """
     out = torch.func.functional_call(module, params, ({Columns.OBS: obs},))
     return MaskedDiagGaussian.from_logits(out[Columns.ACTION_DIST_INPUTS]), out[Columns.VF_PREDS]
+
+
+def batched_functional_forward(
+    module: MAMLTorchRLModule, params: Dict[str, torch.Tensor], obs: torch.Tensor
+) -> Tuple[MaskedDiagGaussian, torch.Tensor]:
+    """:func:`functional_forward` for ``M`` parameter sets at once (``torch.func.vmap``).
+
+    ``params`` maps each name to ``[M, *shape]`` and ``obs`` is ``[M, N, obs_dim]``; row
+    ``i`` of the output (distribution over ``[M, N]``, values ``[M, N]``) is ``params[i]``
+    applied to ``obs[i]``, one batched matmul per layer, differentiable in ``params``.
+    """
+
+    def one(task_params: Dict[str, torch.Tensor], task_obs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        out = torch.func.functional_call(module, task_params, ({Columns.OBS: task_obs},))
+        return out[Columns.ACTION_DIST_INPUTS], out[Columns.VF_PREDS]
+
+    logits, values = torch.func.vmap(one)(params, obs)
+    return MaskedDiagGaussian.from_logits(logits), values

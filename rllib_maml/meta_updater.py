@@ -9,19 +9,40 @@ them to one :class:`MAMLMetaUpdater`, which turns labelled rollouts into
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+import os
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from rllib_maml.maml_math import ForwardFn, MetaLossCoefficients, Params, adaptation_path, meta_loss, update_kl_coeff
-from rllib_maml.maml_rl_module import MAMLTorchRLModule, functional_forward
-from rllib_maml.rollouts import TaskBatch, TaskRollout, task_batch
+from rllib_maml.maml_math import (
+    BatchedForwardFn,
+    ForwardFn,
+    MetaLossCoefficients,
+    Params,
+    StackedBatch,
+    batched_adaptation_path,
+    batched_meta_loss,
+    stack_params,
+    update_kl_coeff,
+)
+from rllib_maml.maml_rl_module import MAMLTorchRLModule, batched_functional_forward, functional_forward
+from rllib_maml.rollouts import TaskBatch, TaskRollout, linear_baseline_values, task_batch
 
 #: Checkpoint-state key of the adaptive KL coefficient (Learner and Policy state alike).
 KL_COEFF_STATE_KEY = "maml_kl_coeff"
+
+
+def padded_obs(rollouts: Sequence[TaskRollout], like: Params) -> torch.Tensor:
+    """All rollouts' observations ``[M, max rows, obs_dim]``, zero-padded, in ``like``'s dtype."""
+    rows = max(len(r.obs) for r in rollouts)
+    out = np.zeros((len(rollouts), rows, *rollouts[0].obs.shape[1:]), np.float32)
+    for i, rollout in enumerate(rollouts):
+        out[i, : len(rollout.obs)] = rollout.obs
+    return torch.from_numpy(out).to(next(iter(like.values())).dtype)
 
 
 def numpy_copy(params: Params) -> Dict[str, np.ndarray]:
@@ -43,6 +64,8 @@ class MAMLSettings:
     kl_coeff: float
     kl_target: float
     maml_optimizer_steps: int
+    baseline: str
+    update_num_threads: Optional[int]
 
     @classmethod
     def from_config(cls, config: Any) -> "MAMLSettings":
@@ -63,6 +86,8 @@ class MAMLMetaUpdater:
 
     Args:
         forward: ``forward(params, obs) -> (action distribution, values)`` of the network.
+        batched_forward: the same for parameters stacked over tasks (``[M, ...]``) and
+            observations ``[M, N, obs_dim]``; the update runs all tasks through it at once.
         theta: returns the network's own parameters (the meta-gradient flows into them).
         apply_meta_gradient: takes the scalar meta-loss and takes one optimizer step on
             theta (RLlib's Learner machinery, or the Policy's Adam).
@@ -75,8 +100,10 @@ class MAMLMetaUpdater:
         theta: Callable[[], Params],
         apply_meta_gradient: Callable[[torch.Tensor], None],
         settings: MAMLSettings,
+        batched_forward: BatchedForwardFn,
     ) -> None:
         self._forward = forward
+        self._batched_forward = batched_forward
         self._theta = theta
         self._apply_meta_gradient = apply_meta_gradient
         self.settings = settings
@@ -92,6 +119,7 @@ class MAMLMetaUpdater:
         """The updater of ``module``'s own parameters (the network of both API stacks)."""
         return cls(
             forward=functools.partial(functional_forward, module),
+            batched_forward=functools.partial(batched_functional_forward, module),
             theta=lambda: dict(module.named_parameters()),
             apply_meta_gradient=apply_meta_gradient,
             settings=settings,
@@ -118,26 +146,52 @@ class MAMLMetaUpdater:
             first_order=s.first_order,
         )
 
-    def batches_and_path(self, rollouts: Sequence[TaskRollout], extend_path: bool) -> Tuple[List[TaskBatch], List[Params]]:
-        """Builds one task's batches (GAE with the value head of the parameters that sampled
-        each step) and its adaptation path ``theta^0..theta^k`` without a graph.
+    def batches_and_path(
+        self, rollouts: Sequence[Sequence[TaskRollout]], extend_path: bool
+    ) -> Tuple[List[List[TaskBatch]], List[Params]]:
+        """Builds every task's batches and their adaptation paths, all tasks at once, without a graph.
 
-        ``rollouts`` must be labelled steps ``0..k``. With ``extend_path`` the path also
-        takes a step on the last batch (for the weights that sample the next step).
+        ``rollouts[i]`` must be task ``i``'s rollouts labelled ``0..k``. ``batches[i][j]``
+        gets GAE with the value head of the parameters that sampled step ``j``;
+        ``path[j]`` holds those parameters stacked over tasks (``[M, ...]``). With
+        ``extend_path`` the path also takes a step on the last batches (the weights
+        that sample the next step).
         """
-        if [r.step for r in rollouts] != list(range(len(rollouts))):
-            raise ValueError(f"rollouts must be labelled 0..k in order, got {[r.step for r in rollouts]}")
+        num_steps = len(rollouts[0])
+        for task_rollouts in rollouts:
+            if [r.step for r in task_rollouts] != list(range(num_steps)):
+                raise ValueError(
+                    f"task {task_rollouts[0].task_index}: rollouts must be labelled 0..{num_steps - 1} in "
+                    f"order, got {[r.step for r in task_rollouts]}"
+                )
         coeffs = self.coefficients()
-        path: List[Params] = [{n: p.detach().requires_grad_(True) for n, p in self._theta().items()}]
-        batches: List[TaskBatch] = []
-        for j, rollout in enumerate(rollouts):
+        theta = {n: p.detach() for n, p in self._theta().items()}
+        path: List[Params] = [{n: p.clone().requires_grad_(True) for n, p in stack_params(theta, len(rollouts)).items()}]
+        batches: List[List[TaskBatch]] = [[] for _ in rollouts]
+        for j in range(num_steps):
+            step_rollouts = [task_rollouts[j] for task_rollouts in rollouts]
             with torch.no_grad():
-                _, values = self._forward(path[j], torch.from_numpy(np.array(rollout.obs)))
-            batches.append(task_batch(rollout, values.numpy(), self.settings.gamma, self.settings.lambda_))
-            if extend_path or j < len(rollouts) - 1:
-                step = adaptation_path(self._forward, path[j], [batches[j]], coeffs, create_graph=False)[-1]
-                path.append({n: p.detach().requires_grad_(True) for n, p in step.items()})
+                _, values = self._batched_forward(path[j], padded_obs(step_rollouts, theta))
+            for i, rollout in enumerate(step_rollouts):
+                if self.settings.baseline == "linear":
+                    baseline = linear_baseline_values(rollout, self.settings.gamma)
+                else:
+                    baseline = values[i, : len(rollout.obs)].numpy()
+                batches[i].append(task_batch(rollout, baseline, self.settings.gamma, self.settings.lambda_))
+            if extend_path or j < num_steps - 1:
+                stacked = StackedBatch.stack([task_batches[j] for task_batches in batches])
+                path.append(batched_adaptation_path(self._batched_forward, path[j], [stacked], coeffs)[-1])
         return batches, path
+
+    @contextlib.contextmanager
+    def _update_threads(self) -> Iterator[None]:
+        """``update_num_threads`` torch threads for the block (the runners wait meanwhile)."""
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.settings.update_num_threads or os.cpu_count() or 1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def theta_weights(self) -> Dict[str, np.ndarray]:
         """A snapshot of theta as numpy arrays."""
@@ -149,7 +203,9 @@ class MAMLMetaUpdater:
         ``rollouts[i]`` holds task ``i``'s rollouts for steps ``0..j``; the result is
         ``theta_i^{j+1}``, recomputed from theta (no per-task state is kept).
         """
-        return [numpy_copy(self.batches_and_path(r, extend_path=True)[1][-1]) for r in rollouts]
+        with self._update_threads():
+            adapted = self.batches_and_path(rollouts, extend_path=True)[1][-1]
+        return [numpy_copy({n: p[i] for n, p in adapted.items()}) for i in range(len(rollouts))]
 
     def meta_update(self, rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, float]:
         """Runs ``maml_optimizer_steps`` meta-optimizer steps on the meta-loss.
@@ -158,12 +214,14 @@ class MAMLMetaUpdater:
         fixed before the first step (computed by the parameters that sampled them).
         Returns the last step's loss statistics and the updated ``kl_coeff``.
         """
-        task_batches = [self.batches_and_path(r, extend_path=False)[0] for r in rollouts]
-        stats: Dict[str, Any] = {}
-        for _ in range(self.settings.maml_optimizer_steps):
-            loss, stats = meta_loss(self._forward, self._theta(), task_batches, self.coefficients())
-            self._apply_meta_gradient(loss)
-            stats["meta_loss"] = loss.detach()
+        with self._update_threads():
+            task_batches = self.batches_and_path(rollouts, extend_path=False)[0]
+            steps = [StackedBatch.stack([b[j] for b in task_batches]) for j in range(len(task_batches[0]))]
+            stats: Dict[str, Any] = {}
+            for _ in range(self.settings.maml_optimizer_steps):
+                loss, stats = batched_meta_loss(self._batched_forward, self._theta(), steps, self.coefficients())
+                self._apply_meta_gradient(loss)
+                stats["meta_loss"] = loss.detach()
         result = {k: float(v) for k, v in stats.items()}
         self.kl_coeff = update_kl_coeff(self.kl_coeff, result["kl"], self.settings.kl_target)
         result["kl_coeff"] = self.kl_coeff

@@ -161,6 +161,48 @@ def value_targets_and_advantages(
     return targets[rows], targets[rows] - values[rows]
 
 
+def discounted_returns(rollout: TaskRollout, gamma: float) -> np.ndarray:
+    """Each step's discounted reward-to-go within its episode, ``[N]`` (no bootstrap)."""
+    returns = np.zeros(rollout.num_env_steps, np.float64)
+    end = 0
+    for length in rollout.episode_lens:
+        start, end = end, end + int(length)
+        running = 0.0
+        for t in range(end - 1, start - 1, -1):
+            running = rollout.rewards[t] + gamma * running
+            returns[t] = running
+    return returns
+
+
+def linear_baseline_features(rollout: TaskRollout) -> np.ndarray:
+    """``[N + E, 2 * obs_dim + 4]`` features of every obs row: ``o, o^2, t, t^2, t^3, 1``.
+
+    As ProMP's ``LinearFeatureBaseline`` (and garage's, pytorch-maml-rl's, learn2learn's
+    ``LinearValue``): observations clipped to [-10, 10], ``t`` = time step / 100.
+    """
+    obs = np.clip(rollout.obs.reshape(len(rollout.obs), -1).astype(np.float64), -10.0, 10.0)
+    t = np.concatenate([np.arange(length + 1) for length in rollout.episode_lens])[:, None] / 100.0
+    return np.concatenate([obs, obs**2, t, t**2, t**3, np.ones_like(t)], axis=1)
+
+
+def linear_baseline_values(rollout: TaskRollout, gamma: float, reg_coeff: float = 1e-5) -> np.ndarray:
+    """Values ``[N + E]`` of a linear feature baseline fitted to ``rollout``'s own returns.
+
+    Regularised least squares, the regulariser raised tenfold until the solution is
+    finite (as ProMP's ``fit``). Fitted per task and adaptation step on the batch it serves.
+    """
+    features = linear_baseline_features(rollout)
+    steps = features[rollout.step_rows]
+    returns = discounted_returns(rollout, gamma)
+    gram, target = steps.T @ steps, steps.T @ returns
+    for _ in range(5):
+        coefficients = np.linalg.lstsq(gram + reg_coeff * np.eye(len(gram)), target, rcond=-1)[0]
+        if np.all(np.isfinite(coefficients)):
+            break
+        reg_coeff *= 10.0
+    return (features @ coefficients).astype(np.float32)
+
+
 def standardize(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / max(float(x.std()), 1e-8)
 

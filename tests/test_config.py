@@ -24,6 +24,11 @@ INVALID_VALUES = [
     ("lambda_", 1.5),
     ("lambda_", "high"),
     ("torch_num_threads", 0),
+    ("baseline", "fitted"),
+    ("inner_lr", float("inf")),
+    ("clip_param", float("inf")),
+    ("kl_coeff", float("inf")),
+    ("kl_target", float("inf")),
 ]
 
 
@@ -38,7 +43,7 @@ def test_invalid_training_value_names_the_parameter(name: str, value: object) ->
         config.validate()
 
 
-@pytest.mark.parametrize("name,value", [("lr", 0.0), ("gamma", 1.5)])
+@pytest.mark.parametrize("name,value", [("lr", 0.0), ("lr", float("inf")), ("gamma", 1.5)])
 def test_invalid_rllib_value_names_the_parameter(name: str, value: float) -> None:
     with pytest.raises(ValueError, match=rf"MAMLConfig\.{name}="):
         base_config().training(**{name: value}).validate()
@@ -68,5 +73,31 @@ def test_training_parameters_are_documented() -> None:
     doc = MAMLConfig.__doc__
     for name in ("lr", "inner_lr", "inner_adaptation_steps", "maml_optimizer_steps", "meta_batch_size",
                  "episodes_per_task", "first_order", "clip_param", "kl_coeff", "kl_target",
-                 "vf_loss_coeff", "entropy_coeff", "lambda_"):
+                 "vf_loss_coeff", "entropy_coeff", "lambda_", "baseline"):
         assert f"``{name}``" in doc, name
+
+
+def test_an_env_runner_class_that_cannot_sample_several_tasks_is_rejected() -> None:
+    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+
+    with pytest.raises(ValueError, match=r"MAMLConfig\.env_runner_cls=.*MAMLEnvRunner"):
+        base_config().env_runners(env_runner_cls=SingleAgentEnvRunner).validate()
+
+
+def test_async_vector_envs_are_rejected() -> None:
+    with pytest.raises(ValueError, match=r"MAMLConfig\.gym_env_vectorize_mode="):
+        base_config().env_runners(gym_env_vectorize_mode="async").validate()
+
+
+def test_the_new_stack_samples_with_maml_env_runner() -> None:
+    from rllib_maml.maml_env_runner import MAMLEnvRunner
+
+    config = base_config()
+    config.validate()
+    assert config.env_runner_cls is MAMLEnvRunner
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("inf"), "ten"])
+def test_invalid_action_scale_is_named(scale: object) -> None:
+    with pytest.raises(ValueError, match=r"action_scale"):
+        base_config().rl_module(model_config={"action_scale": scale}).build_algo()

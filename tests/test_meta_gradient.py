@@ -7,11 +7,24 @@ import dataclasses
 import pytest
 import torch
 
-from rllib_maml.maml_math import inner_loss, meta_loss, ppo_clip_loss
-from tests.helpers import coefficients, forward_of, params_of, task_batches, tiny_module, tiny_policy
+import functools
+
+from rllib_maml.maml_math import StackedBatch, batched_meta_loss, inner_loss, meta_loss, ppo_clip_loss
+from rllib_maml.maml_rl_module import batched_functional_forward
+from tests.helpers import coefficients, forward_of, params_of, random_batch, task_batches, tiny_module, tiny_policy
+
+#: The two implementations of the meta-loss: a loop over tasks, and all tasks stacked (the one training uses).
+IMPLEMENTATIONS = pytest.mark.parametrize("implementation", ["per_task", "batched"])
 
 
-def flat_meta_loss(module, batches, coeffs):
+def meta_loss_of(implementation, module, params, batches, coeffs):
+    if implementation == "per_task":
+        return meta_loss(forward_of(module), params, batches, coeffs)
+    steps = [StackedBatch.stack([task[j] for task in batches]) for j in range(len(batches[0]))]
+    return batched_meta_loss(functools.partial(batched_functional_forward, module), params, steps, coeffs)
+
+
+def flat_meta_loss(module, batches, coeffs, implementation="per_task"):
     """The meta-loss as a function of one flat parameter vector (for finite differences)."""
     names_shapes = [(n, p.shape) for n, p in module.named_parameters()]
 
@@ -21,22 +34,25 @@ def flat_meta_loss(module, batches, coeffs):
             size = int(torch.tensor(shape).prod()) if len(shape) else 1
             params[name] = flat[offset : offset + size].reshape(shape).requires_grad_(True)
             offset += size
-        return meta_loss(forward_of(module), params, batches, coeffs)[0]
+        return meta_loss_of(implementation, module, params, batches, coeffs)[0]
 
     flat = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
     return fn, flat
 
 
-def autograd_meta_gradient(module, batches, coeffs) -> torch.Tensor:
+def autograd_meta_gradient(module, batches, coeffs, implementation="per_task") -> torch.Tensor:
     params = params_of(module)
-    loss, _ = meta_loss(forward_of(module), params, batches, coeffs)
+    loss, _ = meta_loss_of(implementation, module, params, batches, coeffs)
     grads = torch.autograd.grad(loss, list(params.values()))
     return torch.cat([g.reshape(-1) for g in grads])
 
 
+@IMPLEMENTATIONS
 @pytest.mark.parametrize("network", ["rl_module", "old_stack_policy"])
 @pytest.mark.parametrize("num_steps,kl_coeff", [(1, 0.0), (2, 0.0), (1, 0.3)])
-def test_second_order_meta_gradient_matches_finite_differences(num_steps: int, kl_coeff: float, network: str) -> None:
+def test_second_order_meta_gradient_matches_finite_differences(
+    num_steps: int, kl_coeff: float, network: str, implementation: str
+) -> None:
     """On the new stack's RLModule, and on the same network as the old stack's policy builds it."""
     module = tiny_module() if network == "rl_module" else tiny_policy().model.rl_module
     batches = task_batches(module, num_tasks=2, num_steps=num_steps)
@@ -45,9 +61,9 @@ def test_second_order_meta_gradient_matches_finite_differences(num_steps: int, k
     with torch.no_grad():
         for p in module.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    analytic = autograd_meta_gradient(module, batches, coeffs)
+    analytic = autograd_meta_gradient(module, batches, coeffs, implementation)
 
-    fn, flat = flat_meta_loss(module, batches, coeffs)
+    fn, flat = flat_meta_loss(module, batches, coeffs, implementation)
     eps = 1e-6
     numeric = torch.empty_like(flat)
     for i in range(len(flat)):
@@ -127,3 +143,27 @@ def test_inner_step_does_not_modify_module_parameters() -> None:
     meta_loss(forward_of(module), dict(module.named_parameters()), batches, coefficients())
     for name, param in module.named_parameters():
         assert torch.equal(param.detach(), before[name]), name
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("num_steps,kl_coeff", [(1, 0.0), (2, 0.3)])
+def test_batched_meta_loss_equals_the_per_task_loop(num_steps: int, kl_coeff: float, first_order: bool) -> None:
+    """Tasks with different batch sizes (so padding is exercised): same loss, statistics and gradient."""
+    module = tiny_module()
+    batches = [
+        [random_batch(module, task_index=i, step=k, n=9 + 4 * i) for k in range(num_steps + 1)] for i in range(3)
+    ]
+    coeffs = coefficients(kl_coeff=kl_coeff, first_order=first_order)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    results = {}
+    for implementation in ("per_task", "batched"):
+        params = params_of(module)
+        loss, stats = meta_loss_of(implementation, module, params, batches, coeffs)
+        grads = torch.autograd.grad(loss, list(params.values()))
+        results[implementation] = (loss.detach(), {k: float(v) for k, v in stats.items()}, torch.cat([g.reshape(-1) for g in grads]))
+    (loss_a, stats_a, grad_a), (loss_b, stats_b, grad_b) = results["per_task"], results["batched"]
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad_b, grad_a, rtol=1e-9, atol=1e-12)
+    assert stats_b == pytest.approx(stats_a, rel=1e-9)

@@ -53,3 +53,24 @@ def test_gae_lambda_stays_inside_each_episode() -> None:
     values[4:] += 100.0
     moved, _ = value_targets_and_advantages(rollout, values, 0.9, 0.5)
     np.testing.assert_allclose(base[:3], moved[:3])
+
+
+def test_linear_baseline_fits_returns_in_its_feature_span() -> None:
+    """Constant rewards, gamma = 1: the return-to-go ``T - t`` is linear in the time feature."""
+    from rllib_maml.rollouts import linear_baseline_values
+
+    rng = np.random.default_rng(0)
+    lengths = [30, 30, 30]
+    rollout = TaskRollout.from_episode_columns(
+        task_index=0, step=0, task=None, group=None,
+        obs=[rng.normal(size=(n + 1, 2)) for n in lengths],
+        actions=[np.zeros((n, 1)) for n in lengths],
+        logp=[np.zeros(n) for n in lengths],
+        dist_inputs=[np.zeros((n, 3)) for n in lengths],
+        rewards=[np.ones(n) for n in lengths],
+        terminated=[False] * 3,
+    )
+    values = linear_baseline_values(rollout, gamma=1.0)
+    assert values.shape == (len(rollout.obs),)
+    expected = np.concatenate([np.arange(n, 0, -1) for n in lengths])
+    np.testing.assert_allclose(values[rollout.step_rows], expected, atol=1e-2)
