@@ -61,11 +61,16 @@ class _V5LocomotionTask(TaskSettableEnv[TaskType]):
 
     #: v5 constructor arguments this task distribution changes from gymnasium's defaults.
     default_kwargs: ClassVar[Dict[str, Any]] = {}
+    #: Options that shape the task distribution (not v5 arguments): name -> default.
+    task_options: ClassVar[Dict[str, Any]] = {}
 
     _episode_task: Optional[TaskType] = None
 
     def _init_v5(self, v5_class: type, config: Optional[Mapping[str, Any]], kwargs: Dict[str, Any]) -> None:
-        v5_class.__init__(self, **env_options(config, kwargs, self.default_kwargs))
+        options = env_options(config, kwargs, self.default_kwargs)
+        for name, default in self.task_options.items():
+            setattr(self, name, options.pop(name, default))
+        v5_class.__init__(self, **options)
         # After the v5 env's own EzPickle call, so pickling rebuilds *this* class.
         EzPickle.__init__(self, config, **kwargs)
 
@@ -96,16 +101,24 @@ class _V5LocomotionTask(TaskSettableEnv[TaskType]):
         raise NotImplementedError
 
 
-def sample_directions(rng: np.random.Generator, n_tasks: int) -> List[float]:
-    """``n_tasks`` directions, ``+1.0`` or ``-1.0`` with probability 1/2 each."""
-    return [float(d) for d in rng.choice((-1.0, 1.0), size=n_tasks)]
+def sample_directions(rng: np.random.Generator, n_tasks: int, directions: Tuple[float, ...] = (-1.0, 1.0)) -> List[float]:
+    """``n_tasks`` directions drawn uniformly from ``directions`` (default: ``+1.0`` or ``-1.0``)."""
+    return [float(d) for d in rng.choice(directions, size=n_tasks)]
 
 
 class _V5DirectionTask(_V5LocomotionTask[float]):
-    """The forward/backward task distribution shared by the ``*RandDirec`` envs."""
+    """The forward/backward task distribution shared by the ``*RandDirec`` envs.
+
+    The ``directions`` option (default ``[-1.0, 1.0]``) narrows it: ``[1.0]`` is the
+    *oracle* of ``benchmarks/diagnostic_ladder.py``, plain forward running.
+    """
+
+    task_options = {"directions": (-1.0, 1.0)}
+    directions: Tuple[float, ...]
 
     def sample_tasks(self, n_tasks: int) -> List[float]:
-        return sample_directions(self.np_random, n_tasks)
+        directions = tuple(direction_task(d, type(self).__name__) for d in self.directions)
+        return sample_directions(self.np_random, n_tasks, directions)
 
     def _validate_task(self, task: Any) -> float:
         return direction_task(task, type(self).__name__)
@@ -145,7 +158,9 @@ class HalfCheetahRandDirecEnv(_V5DirectionTask, HalfCheetahEnv):
     ## Arguments
     ``config`` (optional dict, RLlib's ``env_config``) and keyword arguments are
     both passed on to ``HalfCheetah-v5`` (keywords win), e.g.
-    ``gym.make("rllib_maml/HalfCheetahRandDirec-v0", ctrl_cost_weight=0.1)``.
+    ``gym.make("rllib_maml/HalfCheetahRandDirec-v0", ctrl_cost_weight=0.1)``,
+    except ``directions`` (default ``[-1.0, 1.0]``): the directions tasks are drawn
+    from, e.g. ``[1.0]`` for forward running only.
     ``reset(seed=...)`` seeds the task stream and the MuJoCo reset noise.
     """
 
