@@ -33,7 +33,7 @@ from rllib_maml.maml_config import MAMLConfig
 from rllib_maml.rollouts import TaskRollout, mean_return
 from rllib_maml.maml_env_runner import SamplingJob, sample_jobs_on_runner
 from rllib_maml.runner_hooks import sample_task_on_rollout_worker
-from rllib_maml.task_env import make_task_env
+from rllib_maml.task_env import held_out_tasks_of, make_task_env
 
 logger = logging.getLogger(__name__)
 
@@ -375,6 +375,29 @@ class MAML(Algorithm):
                 self.metrics.log_value(prefix + (key,), value, window=1)
 
     # --- meta-test -----------------------------------------------------------------
+    @classmethod
+    def _should_create_evaluation_env_runners(cls, eval_config: AlgorithmConfig) -> bool:
+        # MAML's meta-test adapts on the training runners (evaluate()); RLlib's own
+        # evaluation runners would only sit idle.
+        return False
+
+    def evaluate(self, parallel_train_future: Any = None) -> Dict[str, Any]:
+        """RLlib's periodic evaluation (``config.evaluation(evaluation_interval=N)``): the meta-test.
+
+        Every ``N`` iterations, theta is adapted ``evaluation_adaptation_steps`` inner
+        steps on the same ``evaluation_num_tasks`` held-out tasks (drawn once, with
+        ``evaluation_task_seed``, from a fresh env: never the training stream).
+        Reported as ``evaluation/maml/episode_return_mean_adapt_{k}`` and
+        ``evaluation/maml/adaptation_delta``, so Tune and TensorBoard show the
+        held-out adaptation curve against env steps. Theta is unchanged.
+        """
+        cfg = self.config
+        if getattr(self, "_evaluation_tasks", None) is None:
+            self._evaluation_tasks = held_out_tasks_of(cfg, cfg.evaluation_num_tasks, cfg.evaluation_task_seed)
+        steps = cfg.evaluation_adaptation_steps
+        curve = self.evaluate_adaptation(tasks=self._evaluation_tasks, num_steps=cfg.inner_adaptation_steps if steps is None else steps)
+        return {MAML_RESULTS: curve}
+
     def evaluate_adaptation(
         self, num_tasks: int = 10, num_steps: int = 1, tasks: Optional[Sequence[Any]] = None
     ) -> Dict[str, Any]:

@@ -174,3 +174,33 @@ def test_tune_runs_maml_by_name_with_a_maml_stop_criterion(ray_session: None, tm
     assert result.error is None
     assert result.metrics["training_iteration"] == 2
     assert "adaptation_delta" in result.metrics["maml"]
+
+
+def test_periodic_held_out_evaluation_reports_the_adaptation_curve(ray_session: None) -> None:
+    """``evaluation_interval`` runs the meta-test on fixed held-out tasks; its samples are not training's."""
+    from rllib_maml.task_env import held_out_tasks_of
+
+    def build(evaluate: bool) -> MAML:
+        config = tiny_config()
+        if evaluate:
+            config = config.evaluation(
+                evaluation_interval=1, evaluation_num_tasks=2, evaluation_adaptation_steps=2, evaluation_task_seed=3
+            )
+        return config.build_algo()
+
+    plain, evaluated = build(False), build(True)
+    try:
+        results = [evaluated.train() for _ in range(2)]
+        plain_result = plain.train()
+        for result in results:
+            curve = result["evaluation"]["maml"]
+            assert {f"episode_return_mean_adapt_{k}" for k in range(3)} <= set(curve)
+            assert np.isfinite(curve["adaptation_delta"])
+        expected = held_out_tasks_of(evaluated.config, 2, seed=3)
+        assert [np.asarray(t).tolist() for t in evaluated._evaluation_tasks] == [np.asarray(t).tolist() for t in expected]
+        # Held-out episodes are not counted as training samples, and theta is left as training made it.
+        counted = results[0]["env_runners"]["num_env_steps_sampled_lifetime"]
+        assert counted == plain_result["env_runners"]["num_env_steps_sampled_lifetime"]
+    finally:
+        plain.stop()
+        evaluated.stop()
