@@ -30,7 +30,8 @@ def navigation2d_config(seed: int = 0, old_api_stack: bool = False) -> MAMLConfi
         MAMLConfig()
         .api_stack(enable_rl_module_and_learner=not old_api_stack, enable_env_runner_and_connector_v2=not old_api_stack)
         .environment(ENV_ID)
-        .env_runners(num_env_runners=0, num_envs_per_env_runner=10)
+        # 10 tasks x 10 sub-envs: every episode of an adaptation step in one vector pass.
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=100)
         .training(meta_batch_size=10, episodes_per_task=10, inner_lr=0.5, lr=3e-3)
         .debugging(seed=seed)
     )

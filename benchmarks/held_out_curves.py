@@ -1,0 +1,83 @@
+"""Held-out adaptation curves of ``rllib-maml train`` runs, read from Tune's ``result.json``.
+
+    python benchmarks/held_out_curves.py results/hc-direc-s7 results/hc-direc-s0 \
+        --output docs/halfcheetah_rand_direc_held_out.png
+
+A run trained with ``evaluation_interval`` (as ``tuned_examples/halfcheetah-rand-direc.yaml``)
+reports ``evaluation/maml/episode_return_mean_adapt_{k}`` on fixed held-out tasks every
+``N`` iterations. This prints them against env steps as a markdown table (one row per
+evaluation and run) and plots them, one panel per adaptation step, one line per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+#: One evaluation: (lifetime env steps, {k: held-out return after k inner steps}).
+Point = Tuple[int, Dict[int, float]]
+
+
+def held_out_points(run: Path) -> List[Point]:
+    """Every evaluation found in the ``result.json`` files under ``run`` (a Tune experiment folder)."""
+    files = sorted(run.rglob("result.json"))
+    if not files:
+        raise SystemExit(f"{run}: no result.json below it (is it an `rllib-maml train --output` folder?)")
+    points: List[Point] = []
+    for path in files:
+        for line in path.read_text().splitlines():
+            result = json.loads(line)
+            curve = result.get("evaluation", {}).get("maml")
+            if not curve:
+                continue
+            steps = int(result["env_runners"]["num_env_steps_sampled_lifetime"])
+            returns = {
+                int(key.rsplit("_", 1)[1]): float(value)
+                for key, value in curve.items()
+                if key.startswith("episode_return_mean_adapt_")
+            }
+            points.append((steps, returns))
+    return sorted(points)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="rllib-maml train --output folders")
+    parser.add_argument("--output", type=Path, help="PNG to write (default: print only)")
+    parser.add_argument("--title", default="held-out adaptation")
+    args = parser.parse_args()
+
+    curves = {run.name: held_out_points(run) for run in args.runs}
+    steps_k = sorted({k for points in curves.values() for _, returns in points for k in returns})
+    print("| run | env steps | " + " | ".join("before" if k == 0 else f"after {k}" for k in steps_k) + " |")
+    print("|---|---:|" + "---:|" * len(steps_k))
+    for name, points in curves.items():
+        for steps, returns in points:
+            print(f"| {name} | {steps:,d} | " + " | ".join(f"{returns.get(k, float('nan')):.1f}" for k in steps_k) + " |")
+
+    if args.output:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(steps_k), figsize=(3.2 * len(steps_k), 3.2), sharey=True, squeeze=False)
+        for ax, k in zip(axes[0], steps_k):
+            for name, points in curves.items():
+                ax.plot([s / 1e6 for s, r in points if k in r], [r[k] for _, r in points if k in r], marker="o", label=name)
+            ax.set_title("before adaptation" if k == 0 else f"after {k} inner step{'s' if k > 1 else ''}")
+            ax.set_xlabel("env steps (millions)")
+            ax.axhline(0.0, color="grey", lw=0.5)
+        axes[0][0].set_ylabel("mean return, held-out tasks")
+        axes[0][-1].legend(fontsize=8)
+        fig.suptitle(args.title)
+        fig.tight_layout()
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.output, dpi=110)
+        print(f"\nwrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
