@@ -91,10 +91,12 @@ class MAML(Algorithm):
     One iteration (``training_step``):
 
     1. sample ``meta_batch_size`` tasks from the env's task distribution;
-    2. sample ``episodes_per_task`` episodes per task with theta (step 0);
+    2. sample ``episodes_per_task`` episodes per task with theta (step 0): each
+       runner samples its share of the tasks in one call, one task per sub-env
+       (:class:`~rllib_maml.maml_env_runner.MAMLEnvRunner`);
     3. for ``k = 1..inner_adaptation_steps``: the Learner computes ``theta'_i`` (one
-       more inner step on task ``i``'s latest data), the task's runner loads it and
-       samples step ``k``;
+       more inner step on task ``i``'s latest data, all tasks batched), and the
+       runners sample step ``k``, each task with its own ``theta'_i``;
     4. the Learner runs ``maml_optimizer_steps`` Adam steps on the meta-loss (PPO
        clip loss of step ``K`` data under ``theta'_i(theta)``, recomputed
        differentiably from steps ``0..K-1``, plus a KL penalty); theta is synced to
@@ -148,7 +150,13 @@ class MAML(Algorithm):
 
     def sample_tasks(self, num_tasks: int) -> List[Any]:
         """Draws ``num_tasks`` tasks from the env's distribution (seeded by ``config.seed``)."""
-        return self._task_env.unwrapped.sample_tasks(num_tasks)
+        tasks = list(self._task_env.unwrapped.sample_tasks(num_tasks))
+        if len(tasks) != num_tasks:
+            raise ValueError(
+                f"config.env={self.config.env!r}: sample_tasks({num_tasks}) returned {len(tasks)} tasks; "
+                "it must return exactly the number asked for."
+            )
+        return tasks
 
     def _sample_on_runners(self, tasks: Sequence[Any], weights: Sequence[Dict[str, np.ndarray]], step: int) -> List[TaskRollout]:
         """Samples every task at adaptation step ``step`` on the runners.

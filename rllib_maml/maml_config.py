@@ -43,8 +43,8 @@ class MAMLConfig(AlgorithmConfig):
       same data; int >= 1; ``5``.
     * ``meta_batch_size``: tasks sampled per iteration; int >= 1; ``20``.
     * ``episodes_per_task``: minimum episodes sampled per task and adaptation
-      step (a runner with ``n`` vector sub-envs returns between this and this +
-      n - 1); int >= 1; ``10``.
+      step; int >= 1; ``10``. A task whose sub-envs do not divide it evenly gets
+      the few extra episodes its sub-envs finish in the same pass.
     * ``first_order``: if True, drop the second-order terms (FOMAML: the inner
       gradient is treated as a constant); bool; ``False``.
     * ``clip_param``: PPO clip range of the meta-objective; > 0; ``0.3``.
@@ -83,8 +83,15 @@ class MAMLConfig(AlgorithmConfig):
       ``config.seed``); int; ``12345``, the seed ``rllib-maml compare`` and
       ``evaluate`` use, so all three adapt on the very same tasks.
 
-    Defaults of other settings: ``num_envs_per_env_runner=10`` (one task's episodes
-    are sampled in parallel by a runner's vector sub-envs), ``grad_clip=None``.
+    Sampling layout (new stack): each EnvRunner (a
+    :class:`rllib_maml.maml_env_runner.MAMLEnvRunner`) gets an equal share of the
+    meta-batch, ``m`` tasks, and samples all of them in one ``sample`` call per
+    adaptation step, sub-env ``j`` on task ``j mod m``, each task with its own
+    (adapted) weights. Choose ``num_envs_per_env_runner`` as ``m`` times a divisor
+    of ``episodes_per_task`` (e.g. 10 tasks x 10 episodes on 2 runners: 50); with
+    fewer sub-envs than tasks, a runner takes its tasks in chunks.
+
+    Defaults of other settings: ``num_envs_per_env_runner=10``, ``grad_clip=None``.
     The env must implement the task interface of
     :class:`rllib_maml.TaskSettableEnv` (``sample_tasks``, ``set_task``,
     ``get_task``); ``validate()`` (run when the algorithm is built) checks this on
@@ -187,6 +194,11 @@ class MAMLConfig(AlgorithmConfig):
             threads = getattr(self, name)
             if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
                 raise ValueError(f"MAMLConfig.{name}={threads!r} is invalid: it must be an integer >= 1 or None.")
+        scale = (self.model_config or {}).get("action_scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
+            raise ValueError(
+                f"MAMLConfig model_config['action_scale']={scale!r} is invalid: it must be a finite number > 0."
+            )
         steps = self.evaluation_adaptation_steps
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
             raise ValueError(f"MAMLConfig.evaluation_adaptation_steps={steps!r} is invalid: it must be an integer >= 0 or None.")

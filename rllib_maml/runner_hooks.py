@@ -1,9 +1,8 @@
-"""Inner-adaptation hooks that run on an EnvRunner: set its task, load its weights, sample.
+"""The old API stack's sampler: one task at a time on a ``RolloutWorker``.
 
-An EnvRunner holds one set of weights, so it serves one task at a time; its
-vectorized sub-envs all get that task and yield its episodes in parallel.
-``sample_task`` serves the new API stack (``SingleAgentEnvRunner``),
-``sample_task_on_rollout_worker`` the old one (``RolloutWorker``).
+A RolloutWorker's policy holds one set of weights, so it serves one task at a time;
+its vectorized sub-envs all get that task and yield its episodes in parallel. (The
+new stack samples several tasks per runner at once: :mod:`rllib_maml.maml_env_runner`.)
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from typing import Any, Callable, Dict, List, Optional
 import gymnasium as gym
 import numpy as np
 
-from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.evaluation.rollout_worker import RolloutWorker
 from ray.rllib.policy.sample_batch import SampleBatch
 from ray.rllib.utils.spaces.space_utils import clip_action, unsquash_action
@@ -21,46 +19,6 @@ from ray.rllib.utils.spaces.space_utils import clip_action, unsquash_action
 from rllib_maml.rollouts import TaskRollout
 
 
-def set_task_on_runner(env_runner: SingleAgentEnvRunner, task: Any) -> Optional[str]:
-    """Sets ``task`` on every sub-env of ``env_runner``; returns the task's group name."""
-    vector_env = env_runner.env.unwrapped
-    vector_env.call("set_task", task)
-    return vector_env.call("task_group", task)[0]
-
-
-def load_weights_on_runner(env_runner: SingleAgentEnvRunner, weights: Dict[str, np.ndarray]) -> None:
-    """Loads (adapted) weights into the runner's RLModule."""
-    env_runner.module.set_state(weights)
-
-
-def sample_task(
-    env_runner: SingleAgentEnvRunner,
-    *,
-    task_index: int,
-    step: int,
-    task: Any,
-    weights: Dict[str, np.ndarray],
-    num_episodes: int,
-    reset_seed: Optional[int] = None,
-) -> TaskRollout:
-    """Samples ``num_episodes`` fresh episodes of ``task`` with ``weights``, labelled ``(task_index, step)``.
-
-    ``reset_seed`` seeds the sub-envs' first reset of this call. RLlib would reseed
-    them with the runner's fixed ``config.seed``-derived seed at the start of every
-    ``sample(num_episodes=...)``, replaying the same initial states every call.
-    """
-    group = set_task_on_runner(env_runner, task)
-    load_weights_on_runner(env_runner, weights)
-    # SingleAgentEnvRunner resets with self._seed whenever num_episodes is given (Ray 2.60).
-    env_runner._seed = reset_seed
-    # num_episodes forces a reset of all sub-envs, so no episode straddles two tasks.
-    episodes = env_runner.sample(num_episodes=num_episodes, explore=True)
-    # MAML reports its own step-labelled metrics; drain the runner's so they don't pile up.
-    env_runner.get_metrics()
-    return TaskRollout.from_episodes(episodes, task_index=task_index, step=step, task=task, group=group)
-
-
-# --- old API stack ---------------------------------------------------------------
 def sample_task_on_rollout_worker(
     worker: RolloutWorker,
     *,
@@ -71,7 +29,10 @@ def sample_task_on_rollout_worker(
     num_episodes: int,
     reset_seed: Optional[int] = None,
 ) -> TaskRollout:
-    """The old stack's :func:`sample_task`: ``num_episodes`` fresh episodes of ``task``.
+    """``num_episodes`` fresh episodes of ``task`` with ``weights``, labelled ``(task_index, step)``.
+
+    ``reset_seed`` seeds the sub-envs' first reset (sub-env ``i`` gets ``reset_seed + i``),
+    so every call starts from new initial states, reproducibly from ``config.seed``.
 
     ``RolloutWorker.sample()`` cannot start fresh episodes on demand: its sampler
     carries unfinished episodes over to the next call, where they would continue

@@ -41,6 +41,13 @@ def make_task_env(config: Any) -> gym.Env:
             f"{', '.join(missing)}. MAML needs {', '.join(TASK_INTERFACE)}; subclass "
             "rllib_maml.TaskSettableEnv."
         )
+    # Before any reset, which may draw a task itself: a short task list fails here, by name.
+    drawn = len(list(env.unwrapped.sample_tasks(2)))
+    if drawn != 2:
+        env.close()
+        raise ValueError(
+            f"config.env={env_spec!r}: sample_tasks(2) returned {drawn} tasks; it must return exactly the number asked for."
+        )
     return env
 
 

@@ -99,5 +99,21 @@ def test_the_new_stack_samples_with_maml_env_runner() -> None:
 
 @pytest.mark.parametrize("scale", [0.0, -1.0, float("inf"), "ten"])
 def test_invalid_action_scale_is_named(scale: object) -> None:
-    with pytest.raises(ValueError, match=r"action_scale"):
-        base_config().rl_module(model_config={"action_scale": scale}).build_algo()
+    with pytest.raises(ValueError, match=r"model_config\['action_scale'\]="):
+        base_config().rl_module(model_config={"action_scale": scale}).validate()
+
+
+def test_an_env_whose_sample_tasks_returns_too_few_tasks_is_named(ray_session: None) -> None:
+    from gymnasium.wrappers import TimeLimit
+    from ray import tune
+
+    from rllib_maml.envs.navigation2d import Navigation2DEnv
+
+    class TooFewTasks(Navigation2DEnv):
+        def sample_tasks(self, n_tasks: int):
+            return super().sample_tasks(n_tasks)[:-1]
+
+    tune.register_env("TooFewTasks", lambda config: TimeLimit(TooFewTasks(), 100))
+    config = base_config().environment("TooFewTasks").env_runners(num_env_runners=0, num_envs_per_env_runner=2)
+    with pytest.raises(ValueError, match=r"TooFewTasks.*sample_tasks\(2\) returned 1 tasks"):
+        config.build_algo()
