@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test benchmark
+.PHONY: demo test test-learning benchmark
 
 $(BIN)/rllib-maml: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ demo: $(BIN)/rllib-maml
 
 test: $(BIN)/rllib-maml
 	$(BIN)/python -m pytest -q
+
+# Long learning runs (pytest marker "learning"; deselected by `make test`).
+test-learning: $(BIN)/rllib-maml
+	$(BIN)/python -m pytest -q -m learning
 
 benchmark: $(BIN)/rllib-maml
 	$(BIN)/python benchmarks/throughput.py
