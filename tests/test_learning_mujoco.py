@@ -8,7 +8,7 @@ minutes, where the full meta-RL curve takes an hour.
 Thresholds, from measured runs of this setting (10 tasks x 10 episodes, 2 runners x 50
 sub-envs, lr 1e-3):
     * ``python benchmarks/diagnostic_ladder.py --env-steps 1500000`` (seed 0, after the GAE
-      and reset-seed fixes): return -9.1 at 0.16M env steps, +29.4 at 0.96M, +66.9 at 1.36M;
+      and reset-seed fixes): return -9.1 at 0.16M env steps, +29.4 at 0.96M, +72.5 at 1.5M;
     * the MuJoCo-learning issue's run before those fixes: -15 at the start, +25 at 0.9M,
       +76 at 1.5M.
 The test asks for a mean return above +20 over the last 3 iterations at 1.5M env steps (a
