@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--inner-lr", type=float, default=0.1)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--num-env-runners", type=int, default=2)
-    parser.add_argument("--num-envs", type=int, default=5, help="vector sub-envs per EnvRunner")
+    parser.add_argument("--num-envs", type=int, default=50, help="vector sub-envs per EnvRunner (tasks per runner x sub-envs per task)")
     parser.add_argument("--meta-batch-size", type=int, default=10)
     parser.add_argument("--episodes-per-task", type=int, default=10)
     parser.add_argument("--eval-tasks", type=int, default=10)
