@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--env", default="rllib_maml/HalfCheetahRandDirec-v0")
     parser.add_argument("--iters", type=int, default=2, help="timed iterations per measurement (after a warm-up)")
     parser.add_argument("--num-env-runners", type=int, default=2)
-    parser.add_argument("--max-width", type=int, default=50, help="most vector sub-envs per MAML EnvRunner")
+    parser.add_argument("--max-width", type=int, default=100, help="most vector sub-envs per MAML EnvRunner")
     parser.add_argument("--raw-seconds", type=float, default=5.0)
     parser.add_argument("--no-old-api-stack", action="store_true", help="skip MAML on the old API stack")
     args = parser.parse_args()
