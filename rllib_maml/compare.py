@@ -15,11 +15,10 @@ import pickle
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from rllib_maml import held_out
+from rllib_maml.held_out import HELD_OUT_SEED
 from rllib_maml.yaml_experiment import UserError
 
-#: Seed of the held-out task draw: the default of :func:`rllib_maml.held_out.held_out_tasks`,
-#: so ``compare``, ``evaluate`` and the quickstart adapt on the very same tasks.
-HELD_OUT_SEED = 12345
 CHECKPOINT_MARKER = "class_and_ctor_args.pkl"
 #: What an old-API-stack checkpoint (``Algorithm.save()``) holds instead.
 OLD_STACK_STATE = "algorithm_state.pkl"
@@ -181,11 +180,10 @@ def same_env(a: CheckpointInfo, b: CheckpointInfo) -> bool:
 
 
 def held_out_tasks(config: Any, num_tasks: int, seed: int = HELD_OUT_SEED) -> List[Any]:
-    """``num_tasks`` tasks drawn from the env's distribution with a fixed seed."""
-    from rllib_maml import held_out
-
+    """``num_tasks`` tasks drawn from the env's distribution with a fixed seed
+    (:func:`rllib_maml.held_out.held_out_tasks`), any failure as a one-line :class:`UserError`."""
     try:
-        return list(held_out.held_out_tasks(config.env, num_tasks, seed=seed, env_config=dict(config.env_config or {})))
+        return held_out.held_out_tasks(config, num_tasks, seed=seed)
     except Exception as err:  # the env cannot be made here (e.g. MuJoCo missing)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot draw held-out tasks from env {config.env!r}: {first}") from None

@@ -33,7 +33,8 @@ from rllib_maml.maml_config import MAMLConfig
 from rllib_maml.rollouts import TaskRollout, mean_return
 from rllib_maml.maml_env_runner import SamplingJob, sample_jobs_on_runner
 from rllib_maml.runner_hooks import sample_task_on_rollout_worker
-from rllib_maml.task_env import held_out_tasks_of, make_task_env
+from rllib_maml.held_out import held_out_tasks
+from rllib_maml.task_env import make_task_env
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +172,6 @@ class MAML(Algorithm):
         so no task's data is silently dropped.
         """
         jobs = [SamplingJob(task_index=i, step=step, task=task, weights=w) for i, (task, w) in enumerate(zip(tasks, weights))]
-        seeds = iter(int(s) for s in self._reset_seeds.integers(0, 2**31 - 2**20, size=len(tasks) * (MAX_SAMPLING_RETRIES + 1)))
         rollouts: Dict[int, TaskRollout] = {}
         pending = list(range(len(tasks)))
         failures = 0
@@ -186,7 +186,8 @@ class MAML(Algorithm):
                     _sample_share,
                     jobs=[jobs[i] for i in share],
                     num_episodes=self.config.episodes_per_task,
-                    reset_seed=next(seeds),
+                    # Room below 2**31 for the runner's per-round and per-sub-env offsets.
+                    reset_seed=int(self._reset_seeds.integers(0, 2**31 - 2**20)),
                     old_api_stack=self._old_api_stack,
                 )
                 for share in shares
@@ -362,6 +363,8 @@ class MAML(Algorithm):
         self._old_stack_results = {
             ENV_RUNNER_RESULTS: runner_stats,
             MAML_RESULTS: adaptation_metrics(rollouts),
+            # A copy: a held-out evaluation after training_step adds to _iteration_seconds.
+            TIMERS: dict(self._iteration_seconds),
         }
         return {DEFAULT_POLICY_ID: {LEARNER_STATS_KEY: learner_stats}}
 
@@ -372,7 +375,7 @@ class MAML(Algorithm):
         results[ENV_RUNNER_RESULTS] = {**results[ENV_RUNNER_RESULTS], **measured.get(ENV_RUNNER_RESULTS, {})}
         if MAML_RESULTS in measured:
             results[MAML_RESULTS] = measured[MAML_RESULTS]
-        results[TIMERS] = {**results.get(TIMERS, {}), **self._iteration_seconds}
+        results[TIMERS] = {**results.get(TIMERS, {}), **measured.get(TIMERS, {})}
         return results
 
     def _log_nested(self, prefix: tuple, values: Dict[str, Any]) -> None:
@@ -401,7 +404,7 @@ class MAML(Algorithm):
         """
         cfg = self.config
         if getattr(self, "_evaluation_tasks", None) is None:
-            self._evaluation_tasks = held_out_tasks_of(cfg, cfg.evaluation_num_tasks, cfg.evaluation_task_seed)
+            self._evaluation_tasks = held_out_tasks(cfg, cfg.evaluation_num_tasks, cfg.evaluation_task_seed)
         steps = cfg.evaluation_adaptation_steps
         curve = self.evaluate_adaptation(tasks=self._evaluation_tasks, num_steps=cfg.inner_adaptation_steps if steps is None else steps)
         return {MAML_RESULTS: curve}

@@ -10,6 +10,8 @@ import numpy as np
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
+from rllib_maml.held_out import HELD_OUT_SEED
+
 
 #: Valid values of ``MAMLConfig.baseline``.
 BASELINES = ("value_function", "linear")
@@ -126,7 +128,7 @@ class MAMLConfig(AlgorithmConfig):
         self.update_num_threads: Optional[int] = None
         self.evaluation_num_tasks = 40
         self.evaluation_adaptation_steps: Optional[int] = None
-        self.evaluation_task_seed = 12345
+        self.evaluation_task_seed = HELD_OUT_SEED
 
     def training(
         self,
@@ -182,10 +184,8 @@ class MAMLConfig(AlgorithmConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"MAMLConfig.{name}={value!r} is invalid: it must be an integer >= 1.")
-        for name in ("inner_lr", "clip_param", "kl_target"):
+        for name in ("lr", "inner_lr", "clip_param", "kl_target"):
             self._check_number(name, lambda v: v > 0, "a number > 0")
-        if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not 0 < self.lr < math.inf:
-            raise ValueError(f"MAMLConfig.lr={self.lr!r} is invalid: the meta learning rate must be a finite number > 0.")
         for name in ("kl_coeff", "vf_loss_coeff", "entropy_coeff"):
             self._check_number(name, lambda v: v >= 0, "a number >= 0")
         for name in ("lambda_", "gamma"):
@@ -194,11 +194,9 @@ class MAMLConfig(AlgorithmConfig):
             threads = getattr(self, name)
             if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
                 raise ValueError(f"MAMLConfig.{name}={threads!r} is invalid: it must be an integer >= 1 or None.")
-        scale = (self.model_config or {}).get("action_scale", 1.0)
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
-            raise ValueError(
-                f"MAMLConfig model_config['action_scale']={scale!r} is invalid: it must be a finite number > 0."
-            )
+        from rllib_maml.maml_rl_module import log_action_scale
+
+        log_action_scale(self.model_config or {})  # fails here, on the driver, not inside a runner
         steps = self.evaluation_adaptation_steps
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
             raise ValueError(f"MAMLConfig.evaluation_adaptation_steps={steps!r} is invalid: it must be an integer >= 0 or None.")

@@ -58,6 +58,14 @@ class MaskedDiagGaussian(TorchDiagGaussian):
         return cls(loc=loc, scale=log_std.exp(), mask=mask)
 
 
+def log_action_scale(model_config: Mapping[str, Any]) -> float:
+    """``log(model_config["action_scale"])`` (default scale 1); ``ValueError`` naming it unless finite and > 0."""
+    scale = model_config.get("action_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+        raise ValueError(f"model_config['action_scale']={scale!r} is invalid: it must be a finite number > 0")
+    return float(np.log(scale))
+
+
 def _mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
     layers: List[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -107,10 +115,7 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
         self.log_std = nn.Parameter(
             torch.full((self.action_dim,), float(cfg.get("initial_log_std", 0.0)))
         )
-        action_scale = cfg.get("action_scale", 1.0)
-        if isinstance(action_scale, bool) or not isinstance(action_scale, (int, float)) or not 0 < action_scale < float("inf"):
-            raise ValueError(f"model_config['action_scale']={action_scale!r} is invalid: it must be a finite number > 0")
-        self.log_action_scale = float(np.log(action_scale))
+        self.log_action_scale = log_action_scale(cfg)
         masks = cfg.get(ACTION_MASKS_KEY)
         table = torch.as_tensor(np.asarray(masks, dtype=np.float32)) if masks is not None else None
         if table is not None and (table.ndim != 2 or table.shape[1] != self.action_dim):

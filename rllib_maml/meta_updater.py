@@ -170,13 +170,13 @@ class MAMLMetaUpdater:
         batches: List[List[TaskBatch]] = [[] for _ in rollouts]
         for j in range(num_steps):
             step_rollouts = [task_rollouts[j] for task_rollouts in rollouts]
-            with torch.no_grad():
-                _, values = self._batched_forward(path[j], padded_obs(step_rollouts, theta))
-            for i, rollout in enumerate(step_rollouts):
-                if self.settings.baseline == "linear":
-                    baseline = linear_baseline_values(rollout, self.settings.gamma)
-                else:
-                    baseline = values[i, : len(rollout.obs)].numpy()
+            if self.settings.baseline == "linear":
+                baselines = [linear_baseline_values(rollout, self.settings.gamma) for rollout in step_rollouts]
+            else:
+                with torch.no_grad():
+                    _, values = self._batched_forward(path[j], padded_obs(step_rollouts, theta))
+                baselines = [values[i, : len(rollout.obs)].numpy() for i, rollout in enumerate(step_rollouts)]
+            for i, (rollout, baseline) in enumerate(zip(step_rollouts, baselines)):
                 batches[i].append(task_batch(rollout, baseline, self.settings.gamma, self.settings.lambda_))
             if extend_path or j < num_steps - 1:
                 stacked = StackedBatch.stack([task_batches[j] for task_batches in batches])

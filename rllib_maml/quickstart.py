@@ -48,7 +48,7 @@ def train_and_evaluate(
     config = config or navigation2d_config()
     algo = config.build_algo()
     try:
-        tasks = held_out_tasks(config.env, num_eval_tasks, env_config=dict(config.env_config or {}))
+        tasks = held_out_tasks(config, num_eval_tasks)
         before = algo.evaluate_adaptation(tasks=tasks, num_steps=1)
         results = []
         start = time.perf_counter()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any
 
 import gymnasium as gym
 
@@ -50,19 +50,3 @@ def make_task_env(config: Any) -> gym.Env:
         )
     return env
 
-
-def held_out_tasks_of(config: Any, num_tasks: int, seed: int) -> List[Any]:
-    """``num_tasks`` tasks of ``config``'s env drawn from a fresh env seeded with ``seed``.
-
-    The env is made as the runners make it (so Tune-registered envs work too); the
-    seed is independent of training's task stream (``config.seed``).
-    """
-    env = make_task_env(config)
-    try:
-        env.reset(seed=seed)
-        tasks = list(env.unwrapped.sample_tasks(num_tasks))
-    finally:
-        env.close()
-    if len(tasks) != num_tasks:
-        raise ValueError(f"config.env={config.env!r}: sample_tasks({num_tasks}) returned {len(tasks)} tasks")
-    return tasks

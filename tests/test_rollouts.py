@@ -74,3 +74,32 @@ def test_linear_baseline_fits_returns_in_its_feature_span() -> None:
     assert values.shape == (len(rollout.obs),)
     expected = np.concatenate([np.arange(n, 0, -1) for n in lengths])
     np.testing.assert_allclose(values[rollout.step_rows], expected, atol=1e-2)
+
+
+def test_the_update_uses_the_linear_baseline_when_configured() -> None:
+    """``baseline="linear"``: every batch's value targets come from the fitted baseline, not the value MLP."""
+    from rllib_maml.rollouts import linear_baseline_values, value_targets_and_advantages
+    from tests.helpers import tiny_policy
+
+    rng = np.random.default_rng(1)
+
+    def rollout(step: int) -> TaskRollout:
+        lengths = [12, 12]
+        return TaskRollout.from_episode_columns(
+            task_index=0, step=step, task=None, group=None,
+            obs=[rng.normal(size=(n + 1, 3)) for n in lengths],
+            actions=[rng.normal(size=(n, 2)) for n in lengths],
+            logp=[np.zeros(n) for n in lengths],
+            dist_inputs=[np.concatenate([np.zeros((n, 4)), np.ones((n, 2))], 1) for n in lengths],
+            rewards=[rng.normal(size=n) for n in lengths],
+            terminated=[False, False],
+        )
+
+    rollouts = [[rollout(0), rollout(1)]]
+    for baseline in ("linear", "value_function"):
+        updater = tiny_policy(baseline=baseline).maml
+        batches, _ = updater.batches_and_path(rollouts, extend_path=False)
+        for r, batch in zip(rollouts[0], batches[0]):
+            linear_targets, _ = value_targets_and_advantages(r, linear_baseline_values(r, 0.99), 0.99, 1.0)
+            matches = np.allclose(batch.value_targets.numpy(), linear_targets, atol=1e-5)
+            assert matches == (baseline == "linear")

@@ -178,7 +178,7 @@ def test_tune_runs_maml_by_name_with_a_maml_stop_criterion(ray_session: None, tm
 
 def test_periodic_held_out_evaluation_reports_the_adaptation_curve(ray_session: None) -> None:
     """``evaluation_interval`` runs the meta-test on fixed held-out tasks; its samples are not training's."""
-    from rllib_maml.task_env import held_out_tasks_of
+    from rllib_maml.held_out import held_out_tasks
 
     def build(evaluate: bool) -> MAML:
         config = tiny_config()
@@ -196,7 +196,7 @@ def test_periodic_held_out_evaluation_reports_the_adaptation_curve(ray_session: 
             curve = result["evaluation"]["maml"]
             assert {f"episode_return_mean_adapt_{k}" for k in range(3)} <= set(curve)
             assert np.isfinite(curve["adaptation_delta"])
-        expected = held_out_tasks_of(evaluated.config, 2, seed=3)
+        expected = held_out_tasks(evaluated.config, 2, seed=3)
         assert [np.asarray(t).tolist() for t in evaluated._evaluation_tasks] == [np.asarray(t).tolist() for t in expected]
         # Held-out episodes are not counted as training samples, and theta is left as training made it.
         counted = results[0]["env_runners"]["num_env_steps_sampled_lifetime"]
