@@ -11,6 +11,7 @@ from rllib_maml.maml_config import MAMLConfig
 from rllib_maml.maml_learner import MAMLTorchLearner
 from rllib_maml.maml_rl_module import MAMLTorchRLModule, MaskedDiagGaussian
 from rllib_maml.maml_torch_policy import MAMLTorchPolicy
+from rllib_maml.rollouts import NonFiniteDataError
 
 from ray.tune.registry import register_trainable
 
@@ -22,6 +23,7 @@ __all__ = [
     "MAMLTorchPolicy",
     "MAMLTorchRLModule",
     "MaskedDiagGaussian",
+    "NonFiniteDataError",
     "TaskSettableEnv",
 ]
 

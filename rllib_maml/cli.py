@@ -3,6 +3,7 @@
 .. code-block:: bash
 
     rllib-maml train tuned_examples/navigation2d.yaml --output results
+    rllib-maml train tuned_examples/navigation2d.yaml --output results --resume  # after a crash
     rllib-maml train tuned_examples/navigation2d-ppo.yaml --output results
     tensorboard --logdir results
     rllib-maml compare --maml results/navigation2d-maml --ppo results/navigation2d-ppo \\
@@ -59,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-env-runners", type=_non_negative_int, help="EnvRunner actors (0: sample in the trial)")
     train.add_argument("--output", help="results folder (Tune storage_path; default ~/ray_results)")
     train.add_argument(
+        "--checkpoint-freq", type=_non_negative_int, metavar="N",
+        help="checkpoint every N iterations (replaces the file's checkpoint_freq; 0: only at the end)",
+    )
+    train.add_argument(
+        "--resume", action="store_true",
+        help="continue the killed or failed run of this experiment under --output from its newest checkpoint "
+        "(give the same file and options; the original stop criteria apply)",
+    )
+    train.add_argument(
         "--config-override", action="append", default=[], metavar="KEY=VALUE",
         help="set a config key (VALUE is YAML; KEY may be dotted, e.g. env_config.morphologies=[Ant]); repeatable",
     )
@@ -94,11 +104,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         stop_timesteps=args.stop_timesteps,
         num_env_runners=args.num_env_runners,
         config_overrides=args.config_override,
+        checkpoint_freq=args.checkpoint_freq,
     )
     config = ye.build_config(spec)
     _check_cpus(ye.required_cpus(config))
+    if args.resume:
+        ye.resumable_path(spec, args.output)  # before Ray starts
+    elif ye.experiment_path(spec, args.output).exists():
+        print(
+            f"rllib-maml: note: {ye.experiment_path(spec, args.output)} exists; this starts a new run beside it "
+            "(add --resume to continue that one)",
+            file=sys.stderr,
+        )
     with _ray_started():
-        outcome = ye.run_experiment(spec, config, args.output)
+        outcome = ye.run_experiment(spec, config, args.output, resume=args.resume)
     print(f"\nExperiment:  {outcome.experiment_path}")
     for trial_path, checkpoint, result in zip(outcome.trial_paths, outcome.checkpoints, outcome.last_results):
         print(f"Results:     {trial_path}")

@@ -14,6 +14,7 @@ from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.policy.policy import Policy
 from ray.rllib.policy.sample_batch import DEFAULT_POLICY_ID
+from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
     EPISODE_LEN_MEAN,
@@ -30,7 +31,7 @@ from ray.rllib.utils.metrics import (
 from ray.rllib.utils.metrics.learner_info import LEARNER_STATS_KEY
 
 from rllib_maml.maml_config import MAMLConfig
-from rllib_maml.rollouts import TaskRollout, mean_return
+from rllib_maml.rollouts import NonFiniteDataError, TaskRollout, mean_return, nonfinite_report
 from rllib_maml.maml_env_runner import SamplingJob, sample_jobs_on_runner
 from rllib_maml.runner_hooks import sample_task_on_rollout_worker
 from rllib_maml.held_out import held_out_tasks
@@ -44,6 +45,8 @@ MAML_RESULTS = "maml"
 SAMPLING_TIMER = "maml_sampling_s"
 INNER_STEPS_TIMER = "maml_inner_steps_s"
 META_UPDATE_TIMER = "maml_meta_update_s"
+#: Checkpoint-state key of the task stream's and reset seeds' generator states.
+RANDOM_STATE_KEY = "maml_random_state"
 #: How often one adaptation round may lose runners before the iteration fails.
 MAX_SAMPLING_RETRIES = 3
 #: How often to log while waiting for failed EnvRunners to be restarted.
@@ -141,6 +144,42 @@ class MAML(Algorithm):
         self._old_stack_results: Dict[str, Any] = {}
         super().setup(config)
 
+    # --- checkpoint state ----------------------------------------------------------
+    def _random_state(self) -> Dict[str, Any]:
+        """The task stream's and the reset seeds' generator states, so a restored run
+        draws the tasks and start states it would have drawn, not the first ones again."""
+        return {
+            "tasks": self._task_env.unwrapped.np_random.bit_generator.state,
+            "reset_seeds": self._reset_seeds.bit_generator.state,
+        }
+
+    def _set_random_state(self, state: Optional[Dict[str, Any]]) -> None:
+        if state:
+            self._task_env.unwrapped.np_random.bit_generator.state = state["tasks"]
+            self._reset_seeds.bit_generator.state = state["reset_seeds"]
+
+    @override(Algorithm)
+    def get_state(self, components: Any = None, *, not_components: Any = None, **kwargs: Any) -> Dict[str, Any]:
+        state = super().get_state(components, not_components=not_components, **kwargs)
+        state[RANDOM_STATE_KEY] = self._random_state()
+        return state
+
+    @override(Algorithm)
+    def set_state(self, state: Dict[str, Any]) -> None:
+        super().set_state(state)
+        self._set_random_state(state.get(RANDOM_STATE_KEY))
+
+    @override(Algorithm)
+    def __getstate__(self) -> Dict[str, Any]:  # the old stack's checkpoint state
+        state = super().__getstate__()
+        state[RANDOM_STATE_KEY] = self._random_state()
+        return state
+
+    @override(Algorithm)
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._set_random_state(state.get(RANDOM_STATE_KEY))
+
     # --- coordination ------------------------------------------------------------
     def _learner_call(self, method: str, **kwargs: Any) -> Any:
         """Calls ``method`` of whatever holds theta: the Learner, or (old stack) the driver's policy."""
@@ -221,7 +260,18 @@ class MAML(Algorithm):
                 )
                 self._take_out_of_service(failed_runners)
                 pending = lost + pending
+        for i, task in enumerate(tasks):
+            self._check_finite(rollouts[i], task)
         return [rollouts[i] for i in range(len(tasks))]
+
+    def _check_finite(self, rollout: TaskRollout, task: Any) -> None:
+        """Stops before any Learner sees NaN or infinite rewards or observations, naming where they came from."""
+        report = nonfinite_report(rollout)
+        if report is not None:
+            raise NonFiniteDataError(
+                f"config.env={self.config.env!r} returned {report} on task {rollout.task_index} ({task!r}) at "
+                f"adaptation step {rollout.step}; MAML stops instead of training on them."
+            )
 
     def _take_out_of_service(self, runner_ids: Sequence[Optional[int]]) -> None:
         """Marks failed runners unhealthy, so that only a successful ping after their restart

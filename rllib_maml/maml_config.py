@@ -49,7 +49,9 @@ class MAMLConfig(AlgorithmConfig):
       the few extra episodes its sub-envs finish in the same pass.
     * ``first_order``: if True, drop the second-order terms (FOMAML: the inner
       gradient is treated as a constant); bool; ``False``.
-    * ``clip_param``: PPO clip range of the meta-objective; > 0; ``0.3``.
+    * ``clip_param``: PPO clip range ``eps`` of the meta-objective (the ratio is
+      clipped to ``[1 - eps, 1 + eps]``); in (0, 1], since above 1 the lower bound
+      is negative and never binds; ``0.3``.
     * ``kl_coeff``: initial coefficient of the KL penalty that keeps each
       adaptation step's policy near the policy that sampled its data; adapted
       towards ``kl_target`` after every iteration; >= 0; ``0.0005``.
@@ -184,8 +186,9 @@ class MAMLConfig(AlgorithmConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"MAMLConfig.{name}={value!r} is invalid: it must be an integer >= 1.")
-        for name in ("lr", "inner_lr", "clip_param", "kl_target"):
+        for name in ("lr", "inner_lr", "kl_target"):
             self._check_number(name, lambda v: v > 0, "a number > 0")
+        self._check_number("clip_param", lambda v: 0 < v <= 1, "a number in (0, 1]")
         for name in ("kl_coeff", "vf_loss_coeff", "entropy_coeff"):
             self._check_number(name, lambda v: v >= 0, "a number >= 0")
         for name in ("lambda_", "gamma"):

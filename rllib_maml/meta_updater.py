@@ -30,7 +30,7 @@ from rllib_maml.maml_math import (
     update_kl_coeff,
 )
 from rllib_maml.maml_rl_module import MAMLTorchRLModule, batched_functional_forward, functional_forward
-from rllib_maml.rollouts import TaskBatch, TaskRollout, linear_baseline_values, task_batch
+from rllib_maml.rollouts import NonFiniteDataError, TaskBatch, TaskRollout, linear_baseline_values, task_batch
 
 #: Checkpoint-state key of the adaptive KL coefficient (Learner and Policy state alike).
 KL_COEFF_STATE_KEY = "maml_kl_coeff"
@@ -205,6 +205,14 @@ class MAMLMetaUpdater:
         """
         with self._update_threads():
             adapted = self.batches_and_path(rollouts, extend_path=True)[1][-1]
+        for name, p in adapted.items():
+            finite = torch.isfinite(p.reshape(len(rollouts), -1)).all(dim=1)
+            if not finite.all():
+                bad = [rollouts[i][0].task_index for i in torch.nonzero(~finite).flatten().tolist()]
+                raise NonFiniteDataError(
+                    f"the inner step to adaptation step {len(rollouts[0])} gave non-finite weights "
+                    f"({name}) for tasks {bad}; lower inner_lr (now {self.settings.inner_lr})."
+                )
         return [numpy_copy({n: p[i] for n, p in adapted.items()}) for i in range(len(rollouts))]
 
     def meta_update(self, rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, float]:
@@ -218,8 +226,15 @@ class MAMLMetaUpdater:
             task_batches = self.batches_and_path(rollouts, extend_path=False)[0]
             steps = [StackedBatch.stack([b[j] for b in task_batches]) for j in range(len(task_batches[0]))]
             stats: Dict[str, Any] = {}
-            for _ in range(self.settings.maml_optimizer_steps):
+            for optimizer_step in range(self.settings.maml_optimizer_steps):
                 loss, stats = batched_meta_loss(self._batched_forward, self._theta(), steps, self.coefficients())
+                nonfinite = sorted(k for k, v in {"meta_loss": loss, **stats}.items() if not torch.isfinite(v).all())
+                if nonfinite:
+                    raise NonFiniteDataError(
+                        f"the meta-update's {', '.join(nonfinite)} became non-finite at meta-optimizer step "
+                        f"{optimizer_step} (tasks {[b[0].task_index for b in task_batches]}); theta is left "
+                        "as it was before this step. Lower lr or inner_lr."
+                    )
                 self._apply_meta_gradient(loss)
                 stats["meta_loss"] = loss.detach()
         result = {k: float(v) for k, v in stats.items()}

@@ -115,6 +115,36 @@ class TaskRollout:
         )
 
 
+class NonFiniteDataError(ValueError):
+    """Sampled data, adapted weights or a loss held NaN or infinity; MAML stops rather than train on it."""
+
+
+def _first_row(bad_rows: np.ndarray, rows_per_episode: np.ndarray) -> tuple[int, int]:
+    """(episode, time step) of the first flagged row, rows laid out episode after episode."""
+    first = int(np.flatnonzero(bad_rows)[0])
+    starts = np.r_[0, np.cumsum(rows_per_episode)[:-1]]
+    episode = int(np.searchsorted(starts, first, side="right") - 1)
+    return episode, first - int(starts[episode])
+
+
+def nonfinite_report(rollout: "TaskRollout") -> Optional[str]:
+    """Describes the non-finite rewards or observations of ``rollout`` (None when all are finite).
+
+    Names the field, how many values, and the episode and time step of the first one.
+    """
+    columns = (("rewards", rollout.rewards, rollout.episode_lens), ("observations", rollout.obs, rollout.episode_lens + 1))
+    for name, values, rows_per_episode in columns:
+        bad = ~np.isfinite(values.reshape(len(values), -1))
+        if bad.any():
+            episode, t = _first_row(bad.any(axis=1), rows_per_episode)
+            first = values.reshape(len(values), -1)[bad.any(axis=1)][0]
+            return (
+                f"{int(bad.sum())} non-finite {name} (the first, {first.tolist() if first.size > 1 else first.item()}, "
+                f"in episode {episode} at t={t})"
+            )
+    return None
+
+
 @dataclasses.dataclass
 class TaskBatch:
     """Learner-side tensors of one :class:`TaskRollout`, with GAE advantages.

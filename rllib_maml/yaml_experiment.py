@@ -126,15 +126,19 @@ def apply_overrides(
     stop_timesteps: Optional[int] = None,
     num_env_runners: Optional[int] = None,
     config_overrides: Sequence[str] = (),
+    checkpoint_freq: Optional[int] = None,
 ) -> ExperimentSpec:
     """Returns a copy of ``spec`` with the command line's budget and config overrides.
 
     ``stop_iters`` adds a ``training_iteration`` stop criterion (Tune stops at the
     first criterion met); ``stop_timesteps`` replaces the env-step budget;
     ``config_overrides`` are ``KEY=VALUE`` strings, VALUE parsed as YAML, KEY
-    possibly dotted into a nested mapping (``env_config.morphologies=[Ant]``).
+    possibly dotted into a nested mapping (``env_config.morphologies=[Ant]``);
+    ``checkpoint_freq`` replaces the file's checkpoint frequency (iterations).
     """
     spec = copy.deepcopy(spec)
+    if checkpoint_freq is not None:
+        spec.checkpoint_freq = checkpoint_freq
     if stop_iters is not None:
         spec.stop["training_iteration"] = stop_iters
     if stop_timesteps is not None:
@@ -317,27 +321,68 @@ class TrainOutcome:
     last_results: List[Dict[str, Any]]
 
 
-def run_experiment(spec: ExperimentSpec, config: Any, storage_path: Optional[str] = None) -> TrainOutcome:
-    """Runs ``spec`` with ``tune.Tuner``: Tune's progress output, JSON/CSV/TensorBoard
-    logs and a checkpoint at the end (and every ``checkpoint_freq`` iterations)."""
+#: Seconds between saves of Tune's experiment state (which trials exist, their newest
+#: checkpoint). Tune's default is at least 10 s, so a run killed soon after a checkpoint
+#: was restored from an older one and overwrote the newer checkpoints; 0 saves it after
+#: every result (a few hundred kB each time).
+EXPERIMENT_STATE_PERIOD_S = "0"
+
+
+def experiment_path(spec: ExperimentSpec, storage_path: Optional[str]) -> Path:
+    """Where Tune keeps ``spec``'s experiment: ``<storage_path or ~/ray_results>/<name>``."""
+    root = Path(storage_path).expanduser() if storage_path else Path("~/ray_results").expanduser()
+    return root.resolve() / spec.name
+
+
+def resumable_path(spec: ExperimentSpec, storage_path: Optional[str]) -> Path:
+    """The experiment folder that ``--resume`` continues; a :class:`UserError` if there is none."""
     from ray import tune
 
-    checkpoint_config = tune.CheckpointConfig(
-        checkpoint_frequency=spec.checkpoint_freq,
-        checkpoint_at_end=True,
-        num_to_keep=spec.keep_checkpoints_num,
-    )
-    tuner = tune.Tuner(
-        spec.run,
-        param_space=config,
-        tune_config=tune.TuneConfig(num_samples=spec.num_samples),
-        run_config=tune.RunConfig(
-            name=spec.name,
-            storage_path=str(Path(storage_path).resolve()) if storage_path else None,
-            stop=spec.stop,
-            checkpoint_config=checkpoint_config,
-        ),
-    )
+    path = experiment_path(spec, storage_path)
+    if not tune.Tuner.can_restore(str(path)):
+        raise UserError(f"--resume: no Tune experiment to resume at {path} (run the same command without --resume first)")
+    return path
+
+
+def run_experiment(
+    spec: ExperimentSpec, config: Any, storage_path: Optional[str] = None, resume: bool = False
+) -> TrainOutcome:
+    """Runs ``spec`` with ``tune.Tuner``: Tune's progress output, JSON/CSV/TensorBoard
+    logs and a checkpoint at the end (and every ``checkpoint_freq`` iterations).
+
+    With ``resume``, continues the experiment of the same name under ``storage_path``
+    (``tune.Tuner.restore``): unfinished and failed trials go on from their newest
+    checkpoint, with their iteration count and env-step counters, and new checkpoints
+    get new numbers. Its stop criteria and checkpoint settings are the original run's.
+    """
+    import os
+
+    from ray import tune
+
+    # Read when Tune's controller starts; a user's own setting wins.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
+    if resume:
+        path = resumable_path(spec, storage_path)
+        tuner = tune.Tuner.restore(
+            str(path), trainable=spec.run, param_space=config, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        checkpoint_config = tune.CheckpointConfig(
+            checkpoint_frequency=spec.checkpoint_freq,
+            checkpoint_at_end=True,
+            num_to_keep=spec.keep_checkpoints_num,
+        )
+        tuner = tune.Tuner(
+            spec.run,
+            param_space=config,
+            tune_config=tune.TuneConfig(num_samples=spec.num_samples),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=str(Path(storage_path).resolve()) if storage_path else None,
+                stop=spec.stop,
+                checkpoint_config=checkpoint_config,
+            ),
+        )
     grid = tuner.fit()
     results = [grid[i] for i in range(len(grid))]
     return TrainOutcome(

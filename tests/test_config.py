@@ -27,6 +27,9 @@ INVALID_VALUES = [
     ("baseline", "fitted"),
     ("inner_lr", float("inf")),
     ("clip_param", float("inf")),
+    ("clip_param", 1.5),
+    ("vf_loss_coeff", float("inf")),
+    ("entropy_coeff", float("-inf")),
     ("kl_coeff", float("inf")),
     ("kl_target", float("inf")),
 ]

@@ -82,11 +82,13 @@ def test_checkpoint_round_trip_on_the_old_stack(ray_session: None, tmp_path: Pat
         saved_state = algo.get_policy().get_state()
         # Algorithm.save_to_path() is new-stack only; save() (Tune's Trainable API) serves both.
         checkpoint = algo.save(str(tmp_path)).checkpoint.path
+        next_tasks = algo.sample_tasks(3)
     finally:
         algo.stop()
 
     restored = MAML.from_checkpoint(checkpoint)
     try:
+        np.testing.assert_array_equal(np.asarray(restored.sample_tasks(3)), np.asarray(next_tasks))
         policy = restored.get_policy()
         assert isinstance(policy, MAMLTorchPolicy)
         for name, value in theta(restored).items():

@@ -125,11 +125,14 @@ def test_checkpoint_restores_theta_and_meta_optimizer(ray_session: None, tmp_pat
         saved_kl = algo._learner_call("get_state")["maml_kl_coeff"]
         optimizer_state = algo.learner_group.get_state()["learner"]["optimizer"]
         algo.save_to_path(str(tmp_path))
+        next_tasks = algo.sample_tasks(3)  # what the run would have trained on next
     finally:
         algo.stop()
 
     restored = MAML.from_checkpoint(str(tmp_path))
     try:
+        # The task stream goes on where it stopped, not from config.seed's first tasks.
+        np.testing.assert_array_equal(np.asarray(restored.sample_tasks(3)), np.asarray(next_tasks))
         for name, value in theta(restored).items():
             np.testing.assert_array_equal(value, saved_theta[name])
         assert restored._learner_call("get_state")["maml_kl_coeff"] == saved_kl

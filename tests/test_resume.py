@@ -1,0 +1,88 @@
+"""``rllib-maml train --resume`` continues a run killed with SIGKILL, losing at most one iteration.
+
+A real ``rllib-maml train`` process (its own Ray instance) checkpoints every
+iteration and is killed, with its whole process group, as soon as its third
+checkpoint exists. The same command with ``--resume`` then finishes the run: the
+iteration count and the lifetime env steps go on from the newest checkpoint Tune
+recorded, and no checkpoint but possibly the one written in the instant of the kill
+is written again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from rllib_maml.cli import EXIT_USAGE, main
+
+ROOT = Path(__file__).resolve().parents[1]
+NAV2D = ROOT / "tuned_examples" / "navigation2d.yaml"
+STOP_ITERS = 6
+#: One task, one episode, two adaptation steps (0 and 1) of 100 steps.
+ENV_STEPS_PER_ITERATION = 200
+TINY = ["meta_batch_size=1", "episodes_per_task=1", "num_envs_per_env_runner=1", "maml_optimizer_steps=1"]
+
+
+def train_command(output: Path, *extra: str) -> List[str]:
+    overrides = [a for o in TINY for a in ("--config-override", o)]
+    return [
+        sys.executable, "-m", "rllib_maml.cli", "train", str(NAV2D), "--stop-iters", str(STOP_ITERS),
+        "--num-env-runners", "0", "--checkpoint-freq", "1", "--output", str(output), *overrides, *extra,
+    ]
+
+
+def complete_checkpoints(output: Path) -> List[Path]:
+    return sorted(p.parent for p in output.rglob("checkpoint_*/class_and_ctor_args.pkl"))
+
+
+def file_times(checkpoint: Path) -> Dict[str, int]:
+    return {str(p.relative_to(checkpoint)): p.stat().st_mtime_ns for p in checkpoint.rglob("*") if p.is_file()}
+
+
+def test_a_killed_run_resumes_from_its_newest_checkpoint(tmp_path: Path) -> None:
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(train_command(tmp_path / "results"), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while len(complete_checkpoints(tmp_path / "results")) < 3:
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no third checkpoint within 240 s"
+            time.sleep(0.05)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        first.wait()
+    before = {p.name: file_times(p) for p in complete_checkpoints(tmp_path / "results")}
+    (trial,) = [p.parent for p in (tmp_path / "results").rglob("result.json")]
+    rows_at_kill = len((trial / "result.json").read_text().splitlines())
+
+    resumed = subprocess.run(train_command(tmp_path / "results", "--resume"), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+    rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+    iterations = [r["training_iteration"] for r in rows]
+    # The resumed process's results continue the count from the newest (or the one
+    # before the newest) checkpoint at the kill: checkpoint_00000k holds iteration k + 1.
+    resumed = iterations[rows_at_kill:]
+    assert resumed and resumed[0] - 1 in (len(before), len(before) - 1), (iterations, rows_at_kill, sorted(before))
+    assert resumed == list(range(resumed[0], STOP_ITERS + 1)), iterations
+    assert rows[-1]["env_runners"]["num_env_steps_sampled_lifetime"] == STOP_ITERS * ENV_STEPS_PER_ITERATION
+    # Only the checkpoint written in the instant of the kill may be written again.
+    newest = max(before)
+    for name, times in before.items():
+        if name != newest:
+            assert file_times(trial / name) == times, f"{name} was overwritten"
+    assert len(complete_checkpoints(tmp_path / "results")) >= STOP_ITERS
+
+
+def test_resume_without_a_run_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(["train", str(NAV2D), "--output", str(tmp_path), "--resume"])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE and len(err.splitlines()) == 1 and "no Tune experiment to resume" in err, err
