@@ -85,6 +85,29 @@ def resolve_checkpoint(path: str | Path, flag: str = "checkpoint") -> Path:
     )
 
 
+def check_checkpoint_files(path: Path, flag: str = "checkpoint") -> None:
+    """Reads every state file of a checkpoint once, so a truncated or corrupt one is named
+    here, in one line, instead of failing deep inside RLlib's restore."""
+    import json
+
+    import msgpack
+
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        try:
+            if file.suffix == ".pkl":
+                with open(file, "rb") as f:
+                    pickle.load(f)
+            elif file.suffix == ".json":
+                json.loads(file.read_text())
+            elif file.suffix == ".msgpack":
+                msgpack.unpackb(file.read_bytes())
+        except Exception as err:
+            detail = " ".join(str(err).split()) or "no details"
+            raise UserError(
+                f"{flag} {path}: file {file.relative_to(path)} is unreadable or truncated ({type(err).__name__}: {detail})"
+            ) from None
+
+
 def read_checkpoint(path: str | Path, flag: str = "checkpoint") -> CheckpointInfo:
     """Reads a checkpoint's algorithm class and config; :class:`UserError` if unreadable."""
     from ray.rllib.algorithms.algorithm import Algorithm
@@ -93,6 +116,7 @@ def read_checkpoint(path: str | Path, flag: str = "checkpoint") -> CheckpointInf
     import rllib_maml  # noqa: F401  (MAML checkpoints unpickle rllib_maml classes)
 
     path = resolve_checkpoint(path, flag)
+    check_checkpoint_files(path, flag)
     old_api_stack = not (path / CHECKPOINT_MARKER).is_file()
     try:
         if old_api_stack:
@@ -288,13 +312,15 @@ def plan_evaluate(path: str) -> CheckpointInfo:
 
 def evaluate(info: CheckpointInfo, *, num_tasks: int, num_steps: int, seed: int = HELD_OUT_SEED,
              num_env_runners: Optional[int] = None) -> Curve:
-    """The adaptation curve of one checkpoint (MAML, or another algorithm's
-    MAMLTorchRLModule policy adapted with MAML's default inner update)."""
+    """The adaptation curve of one checkpoint: a MAML one (row ``MAML``), or another
+    algorithm's (e.g. PPO's) ``MAMLTorchRLModule`` policy adapted with MAML's default
+    inner update (row ``PPO + MAML inner update``, as in ``compare``). Anything else
+    was refused by :func:`plan_evaluate`."""
     config = adaptation_config(info, num_env_runners=num_env_runners)
     tasks = held_out_tasks(config, num_tasks, seed)
-    label = info.algo_class.__name__
     if info.is_maml:
-        return curve_of_checkpoint(info, config, label, tasks, num_steps)
+        return curve_of_checkpoint(info, config, info.algo_class.__name__, tasks, num_steps)
+    label = f"{info.algo_class.__name__} + MAML inner update"
     return curve_of_weights(config, module_weights(info, "checkpoint"), label, tasks, num_steps)
 
 

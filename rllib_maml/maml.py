@@ -182,11 +182,21 @@ class MAML(Algorithm):
 
     # --- coordination ------------------------------------------------------------
     def _learner_call(self, method: str, **kwargs: Any) -> Any:
-        """Calls ``method`` of whatever holds theta: the Learner, or (old stack) the driver's policy."""
+        """Calls ``method`` of whatever holds theta: the Learner, or (old stack) the driver's policy.
+
+        With several Learners, ``meta_update`` runs on all of them (each on its share of
+        the tasks, its gradient averaged with the others'), and any other call on the
+        first one only: theta is the same on all.
+        """
         if self._old_api_stack:
             return getattr(self.get_policy(), method)(**kwargs)
-        results = self.learner_group.foreach_learner(lambda learner, **kw: getattr(learner, method)(**kw), **kwargs)
-        return next(iter(results)).get()
+        group = self.learner_group
+        first_only = None if method == "meta_update" or group.is_local else group._worker_manager.healthy_actor_ids()[:1]
+        results = group.foreach_learner(
+            lambda learner, **kw: getattr(learner, method)(**kw), remote_actor_ids=first_only, **kwargs
+        )
+        values = [result.get() for result in results]  # raises a Learner's error here
+        return values[0]
 
     def sample_tasks(self, num_tasks: int) -> List[Any]:
         """Draws ``num_tasks`` tasks from the env's distribution (seeded by ``config.seed``)."""

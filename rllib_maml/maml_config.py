@@ -15,6 +15,8 @@ from rllib_maml.held_out import HELD_OUT_SEED
 
 #: Valid values of ``MAMLConfig.baseline``.
 BASELINES = ("value_function", "linear")
+#: Valid values of ``MAMLConfig.meta_optimizer``.
+META_OPTIMIZERS = ("ppo", "trpo", "vpg")
 
 
 class MAMLConfig(AlgorithmConfig):
@@ -67,6 +69,24 @@ class MAMLConfig(AlgorithmConfig):
       paper, ProMP, garage, pytorch-maml-rl and learn2learn; the value MLP is then
       not used, so ``vf_loss_coeff=0`` saves its training); ``"value_function"``.
     * ``gamma``: discount; in [0, 1]; ``0.99``.
+    * ``meta_optimizer``: the policy-gradient method of the meta-step (the outer
+      update; the inner steps are plain gradient steps either way);
+      ``"ppo"`` (the default): ``maml_optimizer_steps`` Adam steps on PPO's
+      clipped surrogate plus the adaptive KL penalty (ProMP, RLlib's old MAML);
+      ``"trpo"``: one natural-gradient step, as in the MAML paper and
+      pytorch-maml-rl: the meta-gradient of the plain surrogate, taken through the
+      inner steps, times the inverse Fisher of the post-adaptation KL (itself taken
+      through the inner steps) by conjugate gradient, scaled to ``max_kl`` and
+      backtracked until the surrogate improves within ``max_kl`` (no Adam state;
+      the value network, when used, still takes ``maml_optimizer_steps`` Adam
+      steps on its loss); ``"vpg"``: ``maml_optimizer_steps`` Adam steps on the
+      plain surrogate, no clipping and no KL term.
+    * TRPO's options (``meta_optimizer="trpo"`` only): ``max_kl``, the trust
+      region's mean KL, > 0, ``0.01``; ``cg_iters``, conjugate-gradient
+      iterations, int >= 1, ``10``; ``cg_damping``, added to the Fisher's
+      diagonal, >= 0, ``1e-5``; ``line_search_steps``, int >= 1, ``15``;
+      ``line_search_backtrack_ratio``, each try's fraction of the last, in (0, 1),
+      ``0.8`` (pytorch-maml-rl's values).
     * ``update_num_threads``: torch intra-op threads while the Learner computes
       adapted weights and the meta-update, all tasks batched into large matmuls;
       the EnvRunners wait meanwhile, so their cores are free; int >= 1 or None for
@@ -76,6 +96,17 @@ class MAMLConfig(AlgorithmConfig):
       ``1``. MAML's many small forward/backward passes run fastest on one
       thread, and multi-threaded torch stalls badly on a busy 2-core machine
       (measured: 4.6 ms vs 32 us per 64x64 linear layer under load).
+
+    Learners (RLlib's ``config.learners(...)``; new stack):
+
+    * ``num_learners``: 0 (the default) runs the update in the algorithm's own
+      process; 1 in one Learner actor; N >= 2 in N actors, each taking the
+      second-order meta-gradient of its block of the meta-batch, the gradients
+      averaged by ``torch.distributed.all_reduce`` in RLlib's Learner process
+      group (see :class:`rllib_maml.MAMLTorchLearner`); int <= ``meta_batch_size``.
+    * ``num_gpus_per_learner``: GPUs per Learner actor (RLlib's setting); the
+      update's tensors then live on that Learner's GPU and only numpy arrays
+      cross to the runners; ``0``. ``num_cpus_per_learner``: as in RLlib.
 
     Held-out meta-test during training, with RLlib's ``evaluation_interval``
     (``config.evaluation(evaluation_interval=N, ...)``; see ``MAML.evaluate``):
@@ -126,6 +157,12 @@ class MAMLConfig(AlgorithmConfig):
         self.entropy_coeff = 0.0
         self.lambda_ = 1.0
         self.baseline = "value_function"
+        self.meta_optimizer = "ppo"
+        self.max_kl = 0.01
+        self.cg_iters = 10
+        self.cg_damping = 1e-5
+        self.line_search_steps = 15
+        self.line_search_backtrack_ratio = 0.8
         self.torch_num_threads: Optional[int] = 1
         self.update_num_threads: Optional[int] = None
         self.evaluation_num_tasks = 40
@@ -148,6 +185,12 @@ class MAMLConfig(AlgorithmConfig):
         entropy_coeff: Optional[float] = NotProvided,
         lambda_: Optional[float] = NotProvided,
         baseline: Optional[str] = NotProvided,
+        meta_optimizer: Optional[str] = NotProvided,
+        max_kl: Optional[float] = NotProvided,
+        cg_iters: Optional[int] = NotProvided,
+        cg_damping: Optional[float] = NotProvided,
+        line_search_steps: Optional[int] = NotProvided,
+        line_search_backtrack_ratio: Optional[float] = NotProvided,
         torch_num_threads: Optional[int] = NotProvided,
         update_num_threads: Optional[int] = NotProvided,
         **kwargs: Any,
@@ -168,6 +211,12 @@ class MAMLConfig(AlgorithmConfig):
             entropy_coeff=entropy_coeff,
             lambda_=lambda_,
             baseline=baseline,
+            meta_optimizer=meta_optimizer,
+            max_kl=max_kl,
+            cg_iters=cg_iters,
+            cg_damping=cg_damping,
+            line_search_steps=line_search_steps,
+            line_search_backtrack_ratio=line_search_backtrack_ratio,
             torch_num_threads=torch_num_threads,
             update_num_threads=update_num_threads,
         )
@@ -180,14 +229,19 @@ class MAMLConfig(AlgorithmConfig):
         """Raises ``ValueError`` naming the first invalid parameter and its valid range."""
         super().validate()
         positive_ints = (
-            "inner_adaptation_steps", "maml_optimizer_steps", "meta_batch_size", "episodes_per_task", "evaluation_num_tasks"
+            "inner_adaptation_steps", "maml_optimizer_steps", "meta_batch_size", "episodes_per_task", "evaluation_num_tasks",
+            "cg_iters", "line_search_steps",
         )
         for name in positive_ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"MAMLConfig.{name}={value!r} is invalid: it must be an integer >= 1.")
-        for name in ("lr", "inner_lr", "kl_target"):
+        for name in ("lr", "inner_lr", "kl_target", "max_kl"):
             self._check_number(name, lambda v: v > 0, "a number > 0")
+        self._check_number("cg_damping", lambda v: v >= 0, "a number >= 0")
+        self._check_number("line_search_backtrack_ratio", lambda v: 0 < v < 1, "a number in (0, 1)")
+        if self.meta_optimizer not in META_OPTIMIZERS:
+            raise ValueError(f"MAMLConfig.meta_optimizer={self.meta_optimizer!r} is invalid: it must be one of {META_OPTIMIZERS}.")
         self._check_number("clip_param", lambda v: 0 < v <= 1, "a number in (0, 1]")
         for name in ("kl_coeff", "vf_loss_coeff", "entropy_coeff"):
             self._check_number(name, lambda v: v >= 0, "a number >= 0")
@@ -209,10 +263,10 @@ class MAMLConfig(AlgorithmConfig):
             raise ValueError(f"MAMLConfig.baseline={self.baseline!r} is invalid: it must be one of {BASELINES}.")
         if not isinstance(self.first_order, bool):
             raise ValueError(f"MAMLConfig.first_order={self.first_order!r} is invalid: it must be True or False.")
-        if self.num_learners > 1:
+        if self.num_learners > self.meta_batch_size:
             raise ValueError(
-                f"MAMLConfig.num_learners={self.num_learners} is not supported: MAML's meta-update "
-                "runs on one Learner; use num_learners=0 (local) or 1."
+                f"MAMLConfig.num_learners={self.num_learners} is invalid: each Learner updates on a share of the "
+                f"meta-batch, so it must be <= meta_batch_size={self.meta_batch_size}."
             )
         # A mix of the two API stacks is rejected by AlgorithmConfig.validate() above.
         if not self.enable_rl_module_and_learner:

@@ -11,14 +11,25 @@ state) and puts the per-task math of :mod:`rllib_maml.maml_math` around it.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.utils.annotations import override
 
 from rllib_maml.meta_updater import MAMLMetaUpdater, MAMLSettings, MAMLUpdaterMethods
+from rllib_maml.rollouts import TaskRollout
+
+
+def task_share(num_tasks: int, rank: int, world_size: int) -> slice:
+    """The contiguous block of the meta-batch that Learner ``rank`` of ``world_size`` updates on
+    (the first ``num_tasks % world_size`` Learners take one task more)."""
+    base, extra = divmod(num_tasks, world_size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
 
 
 class MAMLTorchLearner(MAMLUpdaterMethods, TorchLearner):
@@ -32,19 +43,72 @@ class MAMLTorchLearner(MAMLUpdaterMethods, TorchLearner):
     The work is done by :class:`rllib_maml.meta_updater.MAMLMetaUpdater`, shared with
     the old stack's :class:`rllib_maml.MAMLTorchPolicy`; this class supplies RLlib's
     optimizer step (Adam, gradient clipping) and checkpoint state.
+
+    With ``config.learners(num_learners=N)``, N >= 2, every Learner gets the whole
+    meta-batch and updates on its own block of tasks (:func:`task_share`): the
+    second-order meta-gradient of those tasks, weighted by their share, summed over
+    all Learners with ``torch.distributed.all_reduce`` in the process group RLlib's
+    LearnerGroup set up. Every Learner then takes the same Adam step from the same
+    averaged gradient, and adapts the KL coefficient from the same averaged KL, so
+    theta, Adam's state and ``kl_coeff`` stay identical on all of them.
     """
 
     def build(self) -> None:
         if self.config.torch_num_threads is not None:
             torch.set_num_threads(self.config.torch_num_threads)
         super().build()
+        distributed = dist.is_available() and dist.is_initialized()
+        self._rank = dist.get_rank() if distributed else 0
+        self._world_size = dist.get_world_size() if distributed else 1
+        self._share_weight = 1.0
+        if self._world_size > 1:
+            # Each Learner built its own random init; start all from Learner 0's theta.
+            for parameter in self.module[DEFAULT_MODULE_ID].parameters():
+                dist.broadcast(parameter.data, src=0)
         self.maml = MAMLMetaUpdater.for_module(
-            self.module[DEFAULT_MODULE_ID], self._apply_meta_gradient, MAMLSettings.from_config(self.config)
+            self.module[DEFAULT_MODULE_ID], self._apply_meta_gradient, MAMLSettings.from_config(self.config),
+            average_stats=self._average_over_learners if self._world_size > 1 else None,
         )
+
+    @override(TorchLearner)
+    def _make_modules_ddp_if_necessary(self) -> None:
+        # DDP reduces gradients in hooks of its own forward pass; MAML's meta-loss runs the
+        # plain module functionally (vmapped over tasks), so _apply_meta_gradient reduces instead.
+        return
+
+    def meta_update(self, rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, float]:
+        """The meta-update on this Learner's share of ``rollouts`` (all of them with one Learner)."""
+        share = task_share(len(rollouts), self._rank, self._world_size)
+        self._share_weight = (share.stop - share.start) / len(rollouts)
+        return self.maml.meta_update(list(rollouts)[share])
+
+    def _average_over_learners(self, values: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The share-weighted mean over all Learners of each tensor (a collective call; any shapes)."""
+        keys = sorted(values)
+        tensors = [values[k].detach() for k in keys]
+        flat = torch.cat([t.reshape(-1).float() for t in tensors]) * self._share_weight
+        dist.all_reduce(flat)
+        chunks = flat.split([t.numel() for t in tensors])
+        return {k: c.view_as(t).to(t.dtype) for k, c, t in zip(keys, chunks, tensors)}
 
     def _apply_meta_gradient(self, loss: torch.Tensor) -> None:
         gradients = self.compute_gradients({DEFAULT_MODULE_ID: loss})
+        if self._world_size > 1:
+            self._all_reduce_gradients(gradients)
         self.apply_gradients(self.postprocess_gradients(gradients))
+
+    def _all_reduce_gradients(self, gradients: Dict[Any, Optional[torch.Tensor]]) -> None:
+        """Replaces each gradient by the share-weighted sum over Learners: the gradient of the
+        meta-loss averaged over the whole meta-batch. One flat all-reduce per step."""
+        parameters = dict(self.module[DEFAULT_MODULE_ID].named_parameters())
+        refs = [self.get_param_ref(p) for p in parameters.values()]
+        grads: List[torch.Tensor] = [
+            gradients[r] if gradients.get(r) is not None else torch.zeros_like(p) for r, p in zip(refs, parameters.values())
+        ]
+        flat = torch.cat([g.reshape(-1) for g in grads]) * self._share_weight
+        dist.all_reduce(flat)
+        for ref, grad, chunk in zip(refs, grads, flat.split([g.numel() for g in grads])):
+            gradients[ref] = chunk.view_as(grad)
 
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: Dict[str, Any], fwd_out: Dict[str, Any]) -> torch.Tensor:
         raise NotImplementedError(

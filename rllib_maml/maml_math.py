@@ -32,6 +32,9 @@ class MetaLossCoefficients:
     entropy_coeff: float
     kl_coeff: float
     first_order: bool
+    #: ``"ppo"``: clipped surrogate + KL penalty; ``"vpg"`` and ``"trpo"``: the plain
+    #: importance-weighted surrogate (TRPO's trust region is a constraint, not a penalty).
+    meta_optimizer: str = "ppo"
 
 
 def inner_loss(forward: ForwardFn, params: Params, batch: TaskBatch, vf_loss_coeff: float) -> torch.Tensor:
@@ -254,13 +257,16 @@ def batched_adaptation_path(
     return path
 
 
-def batched_meta_loss(
+def batched_meta_terms(
     forward: BatchedForwardFn, params: Params, steps: Sequence[StackedBatch], coeffs: MetaLossCoefficients
-) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-    """:func:`meta_loss` with the tasks stacked: the same value and gradient, in one pass per step.
+) -> Dict[str, torch.Tensor]:
+    """The meta-objective's per-task terms ``[M]``, differentiable w.r.t. ``params`` through the inner steps.
 
     ``steps[j]`` holds every task's batch labelled ``j`` (``j = 0..K``). Each forward
     pass of ``theta^j`` on step ``j`` serves both the inner step and the KL term.
+    Keys: ``surrogate_clipped`` (PPO's), ``surrogate`` (plain ``-E[ratio * A]``),
+    ``vf_loss``, ``entropy`` (post-adaptation), ``kl`` (mean over steps ``0..K`` of the
+    KL from each step's sampling policy) and ``kl_post`` (that KL at step ``K`` alone).
     """
     if [s.step for s in steps] != list(range(len(steps))) or len(steps) < 2:
         raise ValueError(f"expected stacked batches labelled 0..K with K >= 1, got steps {[s.step for s in steps]}")
@@ -277,10 +283,29 @@ def batched_meta_loss(
     kls.append(_task_mean(MaskedDiagGaussian.from_logits(outer.dist_inputs_old).kl(dist), outer.mask))
     ratio = torch.exp(dist.logp(outer.actions) - outer.logp_old)
     clipped = torch.clamp(ratio, 1.0 - coeffs.clip_param, 1.0 + coeffs.clip_param)
-    surrogate = -_task_mean(torch.min(ratio * outer.advantages, clipped * outer.advantages), outer.mask)
-    value_loss = _task_mean((values - outer.value_targets).pow(2), outer.mask)
-    entropy = _task_mean(dist.entropy(), outer.mask)
-    kl = torch.stack(kls).mean(0)
-    per_task = surrogate + coeffs.vf_loss_coeff * value_loss - coeffs.entropy_coeff * entropy + coeffs.kl_coeff * kl
-    stats = {"policy_loss": surrogate, "vf_loss": value_loss, "entropy": entropy, "kl": kl}
+    return {
+        "surrogate_clipped": -_task_mean(torch.min(ratio * outer.advantages, clipped * outer.advantages), outer.mask),
+        "surrogate": -_task_mean(ratio * outer.advantages, outer.mask),
+        "vf_loss": _task_mean((values - outer.value_targets).pow(2), outer.mask),
+        "entropy": _task_mean(dist.entropy(), outer.mask),
+        "kl": torch.stack(kls).mean(0),
+        "kl_post": kls[-1],
+    }
+
+
+def batched_meta_loss(
+    forward: BatchedForwardFn, params: Params, steps: Sequence[StackedBatch], coeffs: MetaLossCoefficients
+) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """:func:`meta_loss` with the tasks stacked: the same value and gradient, in one pass per step.
+
+    ``meta_optimizer="ppo"``: the clipped surrogate plus the adaptive KL penalty;
+    ``"vpg"`` (and TRPO's objective): the plain surrogate, no clipping, no penalty.
+    """
+    terms = batched_meta_terms(forward, params, steps, coeffs)
+    if coeffs.meta_optimizer == "ppo":
+        surrogate, penalty = terms["surrogate_clipped"], coeffs.kl_coeff * terms["kl"]
+    else:
+        surrogate, penalty = terms["surrogate"], 0.0
+    per_task = surrogate + coeffs.vf_loss_coeff * terms["vf_loss"] - coeffs.entropy_coeff * terms["entropy"] + penalty
+    stats = {"policy_loss": surrogate, "vf_loss": terms["vf_loss"], "entropy": terms["entropy"], "kl": terms["kl"]}
     return per_task.mean(), {k: v.detach().mean() for k, v in stats.items()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 import os
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -26,10 +27,12 @@ from rllib_maml.maml_math import (
     StackedBatch,
     batched_adaptation_path,
     batched_meta_loss,
+    batched_meta_terms,
     stack_params,
     update_kl_coeff,
 )
 from rllib_maml.maml_rl_module import MAMLTorchRLModule, batched_functional_forward, functional_forward
+from rllib_maml.trpo import backtracking_line_search, fisher_vector_product_fn, flatten, natural_step, unflatten
 from rllib_maml.rollouts import NonFiniteDataError, TaskBatch, TaskRollout, linear_baseline_values, task_batch
 
 #: Checkpoint-state key of the adaptive KL coefficient (Learner and Policy state alike).
@@ -66,6 +69,12 @@ class MAMLSettings:
     maml_optimizer_steps: int
     baseline: str
     update_num_threads: Optional[int]
+    meta_optimizer: str = "ppo"
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    line_search_steps: int = 15
+    line_search_backtrack_ratio: float = 0.8
 
     @classmethod
     def from_config(cls, config: Any) -> "MAMLSettings":
@@ -77,8 +86,8 @@ class MAMLSettings:
             values = dict(config)
             values.setdefault("lambda_", values.get("lambda"))
         else:
-            values = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls)}
-        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
+            values = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if hasattr(config, f.name)}
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
 class MAMLMetaUpdater:
@@ -92,6 +101,10 @@ class MAMLMetaUpdater:
         apply_meta_gradient: takes the scalar meta-loss and takes one optimizer step on
             theta (RLlib's Learner machinery, or the Policy's Adam).
         settings: the hyperparameters.
+        average_stats: with several Learners, each holding a share of the tasks, the
+            share-weighted mean of each loss statistic over all Learners (a collective
+            call); the updater then checks and reports global values, and every
+            Learner adapts the KL coefficient alike. None: one Learner.
     """
 
     def __init__(
@@ -101,8 +114,10 @@ class MAMLMetaUpdater:
         apply_meta_gradient: Callable[[torch.Tensor], None],
         settings: MAMLSettings,
         batched_forward: BatchedForwardFn,
+        average_stats: Optional[Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]] = None,
     ) -> None:
         self._forward = forward
+        self._average_stats = average_stats or (lambda stats: stats)
         self._batched_forward = batched_forward
         self._theta = theta
         self._apply_meta_gradient = apply_meta_gradient
@@ -115,6 +130,7 @@ class MAMLMetaUpdater:
         module: MAMLTorchRLModule,
         apply_meta_gradient: Callable[[torch.Tensor], None],
         settings: MAMLSettings,
+        average_stats: Optional[Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]] = None,
     ) -> "MAMLMetaUpdater":
         """The updater of ``module``'s own parameters (the network of both API stacks)."""
         return cls(
@@ -123,6 +139,7 @@ class MAMLMetaUpdater:
             theta=lambda: dict(module.named_parameters()),
             apply_meta_gradient=apply_meta_gradient,
             settings=settings,
+            average_stats=average_stats,
         )
 
     def save_to(self, state: Dict[str, Any]) -> Dict[str, Any]:
@@ -144,6 +161,7 @@ class MAMLMetaUpdater:
             entropy_coeff=s.entropy_coeff,
             kl_coeff=self.kl_coeff,
             first_order=s.first_order,
+            meta_optimizer=s.meta_optimizer,
         )
 
     def batches_and_path(
@@ -166,6 +184,7 @@ class MAMLMetaUpdater:
                 )
         coeffs = self.coefficients()
         theta = {n: p.detach() for n, p in self._theta().items()}
+        device = next(iter(theta.values())).device
         path: List[Params] = [{n: p.clone().requires_grad_(True) for n, p in stack_params(theta, len(rollouts)).items()}]
         batches: List[List[TaskBatch]] = [[] for _ in rollouts]
         for j in range(num_steps):
@@ -174,10 +193,11 @@ class MAMLMetaUpdater:
                 baselines = [linear_baseline_values(rollout, self.settings.gamma) for rollout in step_rollouts]
             else:
                 with torch.no_grad():
-                    _, values = self._batched_forward(path[j], padded_obs(step_rollouts, theta))
+                    _, values = self._batched_forward(path[j], padded_obs(step_rollouts, theta).to(device))
+                values = values.cpu()
                 baselines = [values[i, : len(rollout.obs)].numpy() for i, rollout in enumerate(step_rollouts)]
             for i, (rollout, baseline) in enumerate(zip(step_rollouts, baselines)):
-                batches[i].append(task_batch(rollout, baseline, self.settings.gamma, self.settings.lambda_))
+                batches[i].append(task_batch(rollout, baseline, self.settings.gamma, self.settings.lambda_, device))
             if extend_path or j < num_steps - 1:
                 stacked = StackedBatch.stack([task_batches[j] for task_batches in batches])
                 path.append(batched_adaptation_path(self._batched_forward, path[j], [stacked], coeffs)[-1])
@@ -225,10 +245,14 @@ class MAMLMetaUpdater:
         with self._update_threads():
             task_batches = self.batches_and_path(rollouts, extend_path=False)[0]
             steps = [StackedBatch.stack([b[j] for b in task_batches]) for j in range(len(task_batches[0]))]
+            if self.settings.meta_optimizer == "trpo":
+                return self._trpo_update(steps)
             stats: Dict[str, Any] = {}
             for optimizer_step in range(self.settings.maml_optimizer_steps):
                 loss, stats = batched_meta_loss(self._batched_forward, self._theta(), steps, self.coefficients())
-                nonfinite = sorted(k for k, v in {"meta_loss": loss, **stats}.items() if not torch.isfinite(v).all())
+                # Over all Learners' tasks, so that every Learner raises alike (none waits in a collective).
+                stats = self._average_stats({"meta_loss": loss.detach(), **stats})
+                nonfinite = sorted(k for k, v in stats.items() if not torch.isfinite(v).all())
                 if nonfinite:
                     raise NonFiniteDataError(
                         f"the meta-update's {', '.join(nonfinite)} became non-finite at meta-optimizer step "
@@ -236,10 +260,71 @@ class MAMLMetaUpdater:
                         "as it was before this step. Lower lr or inner_lr."
                     )
                 self._apply_meta_gradient(loss)
-                stats["meta_loss"] = loss.detach()
         result = {k: float(v) for k, v in stats.items()}
-        self.kl_coeff = update_kl_coeff(self.kl_coeff, result["kl"], self.settings.kl_target)
+        if self.settings.meta_optimizer == "ppo":  # VPG has no KL term to adapt
+            self.kl_coeff = update_kl_coeff(self.kl_coeff, result["kl"], self.settings.kl_target)
         result["kl_coeff"] = self.kl_coeff
+        return result
+
+    def _trpo_update(self, steps: Sequence[StackedBatch]) -> Dict[str, float]:
+        """One TRPO step on the policy's parameters, then Adam steps on the value loss.
+
+        Objective: the plain surrogate (minus the entropy bonus) after the inner steps;
+        constraint: the mean post-adaptation KL from the sampling policies, both as
+        functions of theta through the inner steps (second order unless ``first_order``).
+        """
+        s, coeffs = self.settings, self.coefficients()
+        theta = self._theta()
+        policy = [n for n in theta if not n.startswith("vf.")]
+        leaves = [theta[n] for n in policy]
+
+        def terms() -> Dict[str, torch.Tensor]:
+            return batched_meta_terms(self._batched_forward, theta, steps, coeffs)
+
+        def objective(t: Dict[str, torch.Tensor]) -> torch.Tensor:
+            return (t["surrogate"] - coeffs.entropy_coeff * t["entropy"]).mean()
+
+        def average(name: str, value: torch.Tensor) -> torch.Tensor:
+            return self._average_stats({name: value})[name]
+
+        before = terms()
+        loss_before = average("loss", objective(before).detach())
+        gradient = average("gradient", flatten(torch.autograd.grad(objective(before), leaves, retain_graph=True)))
+        local_fvp = fisher_vector_product_fn(before["kl_post"].mean(), leaves, s.cg_damping)
+        step = natural_step(gradient, lambda v: average("fvp", local_fvp(v)), s.max_kl, s.cg_iters)
+        start = [p.detach().clone() for p in leaves]
+
+        def evaluate(candidate: torch.Tensor) -> tuple[float, float]:
+            with torch.no_grad():
+                for p, p0, d in zip(leaves, start, unflatten(candidate, leaves)):
+                    p.copy_(p0 + d)
+            # The inner step needs gradients even here; only the result is detached.
+            t = terms()
+            return float(average("loss", objective(t).detach())), float(average("kl", t["kl_post"].mean().detach()))
+
+        search = backtracking_line_search(
+            evaluate, step, float(loss_before), s.max_kl, s.line_search_steps, s.line_search_backtrack_ratio
+        )
+        with torch.no_grad():
+            fraction = search.fraction or 0.0
+            for p, p0, d in zip(leaves, start, unflatten(fraction * step, leaves)):
+                p.copy_(p0 + d)
+        if s.baseline == "value_function" and s.vf_loss_coeff > 0:
+            for _ in range(s.maml_optimizer_steps):  # the policy's gradients are 0 here: Adam leaves it
+                self._apply_meta_gradient(coeffs.vf_loss_coeff * terms()["vf_loss"].mean())
+        after = {k: average(k, v.detach().mean()) for k, v in terms().items()}
+        result = {
+            "policy_loss": float(after["surrogate"]),
+            "vf_loss": float(after["vf_loss"]),
+            "entropy": float(after["entropy"]),
+            "kl": float(after["kl_post"]),
+            "meta_loss": float(objective(after)),
+            "trpo_step_fraction": fraction,
+            "trpo_line_search_tries": float(search.tries),
+            "kl_coeff": self.kl_coeff,
+        }
+        if not all(math.isfinite(v) for v in result.values()):
+            raise NonFiniteDataError(f"the TRPO meta-step gave non-finite statistics {result}; lower max_kl or inner_lr.")
         return result
 
 

@@ -237,11 +237,16 @@ def standardize(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / max(float(x.std()), 1e-8)
 
 
-def task_batch(rollout: TaskRollout, values: np.ndarray, gamma: float, lambda_: float) -> TaskBatch:
-    """Builds the Learner's :class:`TaskBatch` from a rollout and the value predictions of the
-    parameters that sampled it (``values`` ``[N + E]``)."""
+def task_batch(
+    rollout: TaskRollout, values: np.ndarray, gamma: float, lambda_: float, device: Optional[torch.device] = None
+) -> TaskBatch:
+    """Builds the Learner's :class:`TaskBatch` (on ``device``) from a rollout and the value
+    predictions of the parameters that sampled it (``values`` ``[N + E]``)."""
     targets, advantages = value_targets_and_advantages(rollout, values, gamma, lambda_)
-    as_tensor = torch.tensor  # copies: arrays from Ray's object store are read-only
+
+    def as_tensor(values: np.ndarray) -> torch.Tensor:  # a copy: arrays from Ray's object store are read-only
+        return torch.tensor(values, device=device)
+
     return TaskBatch(
         task_index=rollout.task_index,
         step=rollout.step,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -169,7 +170,21 @@ def test_evaluate_prints_the_adaptation_curve(nav2d_runs: Dict[str, Any], which:
     assert main(["evaluate", str(nav2d_runs[which]), "--tasks", "1", "--steps", "1"]) == 0
     out = capsys.readouterr().out
     assert "| policy | step 0 | step 1 | delta (K - 0) |" in out
-    assert ("| MAML |" if which == "maml" else "| PPO |") in out
+    assert ("| MAML |" if which == "maml" else "| PPO + MAML inner update |") in out
+
+
+@pytest.mark.parametrize("name", ["module_state.pkl", "class_and_ctor_args.pkl", "metadata.json"])
+def test_a_truncated_checkpoint_file_is_named_in_one_line(
+    nav2d_runs: Dict[str, Any], name: str, tmp_path: Path, capsys
+) -> None:
+    original = checkpoints_under(nav2d_runs["maml"])[-1]
+    copy = tmp_path / original.name
+    shutil.copytree(original, copy)
+    damaged = sorted(copy.rglob(name), key=lambda p: len(p.parts))[-1]  # the deepest: the policy's own
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    for args in (["evaluate", str(copy)], ["compare", "--maml", str(copy), "--ppo", str(nav2d_runs["ppo"])]):
+        code = main(args)
+        assert_one_line_error(capsys, code, f"file {damaged.relative_to(copy)} is unreadable or truncated")
 
 
 def test_wrong_algorithm_checkpoints_fail_with_one_line(nav2d_runs: Dict[str, Any], tmp_path: Path, capsys) -> None:

@@ -67,9 +67,11 @@ def test_unknown_env_is_named() -> None:
         MAMLConfig().environment("NoSuchEnv-v0").validate()
 
 
-def test_more_than_one_learner_is_rejected() -> None:
-    with pytest.raises(ValueError, match="num_learners"):
-        base_config().learners(num_learners=2).validate()
+def test_more_learners_than_tasks_are_rejected_and_gpus_accepted() -> None:
+    with pytest.raises(ValueError, match=r"MAMLConfig\.num_learners=4 .* meta_batch_size=3"):
+        base_config().training(meta_batch_size=3).learners(num_learners=4).validate()
+    base_config().learners(num_learners=2, num_gpus_per_learner=1).validate()
+    assert "``num_gpus_per_learner``" in MAMLConfig.__doc__
 
 
 def test_training_parameters_are_documented() -> None:

@@ -1,0 +1,99 @@
+"""Several Learners: the meta-batch split over ``num_learners`` actors gives the same update as one.
+
+Each of 2 Learner actors takes the second-order meta-gradient of its share of the
+tasks; ``torch.distributed`` averages them in RLlib's Learner process group. On the
+same rollouts, theta after the meta-update equals that of one local Learner to float
+tolerance, and theta, Adam's state and the KL coefficient are identical on both actors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import numpy as np
+import pytest
+
+from rllib_maml import MAML, MAMLConfig
+from rllib_maml.maml_learner import task_share
+
+#: float32 sums in another order; Adam divides by sqrt(v), which amplifies tiny gradient
+#: differences for near-zero gradients, hence an absolute tolerance of a small part of lr.
+ATOL = 1e-6
+
+
+def config(num_learners: int) -> MAMLConfig:
+    return (
+        MAMLConfig()
+        .environment("rllib_maml/Navigation2D-v0")
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=3)
+        .training(meta_batch_size=3, episodes_per_task=2, maml_optimizer_steps=3, lr=1e-3)
+        # Fractional CPUs: two Learner actors beside the test session's other work on 2 cores.
+        .learners(num_learners=num_learners, num_cpus_per_learner=0.5 if num_learners else "auto")
+        .debugging(seed=0)
+    )
+
+
+def learner_states(algo: MAML) -> List[Dict[str, Any]]:
+    return [r.get() for r in algo.learner_group.foreach_learner(lambda learner: learner.get_state())]
+
+
+def flatten(tree: Any, prefix: str = "") -> Dict[str, np.ndarray]:
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in flatten(value, f"{prefix}{key}/").items()}
+    if isinstance(tree, (list, tuple)):
+        return flatten(dict(enumerate(tree)), prefix)
+    return {prefix: np.asarray(tree)}
+
+
+def test_task_shares_cover_the_meta_batch_once() -> None:
+    for num_tasks, world in [(3, 2), (10, 3), (4, 4), (5, 1)]:
+        shares = [task_share(num_tasks, r, world) for r in range(world)]
+        assert [i for s in shares for i in range(num_tasks)[s]] == list(range(num_tasks))
+        assert max(s.stop - s.start for s in shares) - min(s.stop - s.start for s in shares) <= 1
+
+
+def test_two_learners_update_theta_as_one_does(ray_session: None) -> None:
+    one, two = config(0).build_algo(), config(2).build_algo()
+    try:
+        two.learner_group.set_weights(one.learner_group.get_weights())
+        theta0 = one._learner_call("theta_weights")
+        rollouts = one._sample_adaptation(one.sample_tasks(3), num_steps=1)
+        stats_one = one._learner_call("meta_update", rollouts=rollouts)
+        stats_two = two._learner_call("meta_update", rollouts=rollouts)
+        theta_one, theta_two = one._learner_call("theta_weights"), two._learner_call("theta_weights")
+        assert any(not np.allclose(theta_one[k], theta0[k], atol=1e-5) for k in theta0), "theta did not move"
+        for name in theta_one:
+            np.testing.assert_allclose(theta_two[name], theta_one[name], rtol=0, atol=ATOL, err_msg=name)
+        for key in ("meta_loss", "kl", "policy_loss"):
+            assert stats_two[key] == pytest.approx(stats_one[key], rel=1e-4, abs=1e-6), key
+        assert stats_two["kl_coeff"] == pytest.approx(stats_one["kl_coeff"], rel=1e-6)
+
+        a, b = learner_states(two)
+        assert a["maml_kl_coeff"] == b["maml_kl_coeff"]
+        flat_a, flat_b = flatten(a["optimizer"]), flatten(b["optimizer"])
+        assert flat_a.keys() == flat_b.keys() and len(flat_a) > 2
+        for key in flat_a:
+            np.testing.assert_array_equal(flat_a[key], flat_b[key], err_msg=key)
+        for key, value in flatten(a["rl_module"]).items():
+            np.testing.assert_array_equal(value, flatten(b["rl_module"])[key], err_msg=key)
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_two_learners_train_on_navigation2d(ray_session: None) -> None:
+    algo = config(2).build_algo()
+    try:
+        before = algo._learner_call("theta_weights")
+        for _ in range(2):
+            result = algo.train()
+        assert result["training_iteration"] == 2 and np.isfinite(result["maml"]["adaptation_delta"])
+        assert result["env_runners"]["num_env_steps_sampled_lifetime"] == 2 * 3 * 2 * 2 * 100
+        after = algo._learner_call("theta_weights")
+        assert any(not np.array_equal(after[k], before[k]) for k in before)
+        # The runners sample with the Learners' theta after the sync.
+        runner = algo.env_runner.module.get_state()
+        for name, value in after.items():
+            np.testing.assert_array_equal(np.asarray(runner[name]), value)
+    finally:
+        algo.stop()
