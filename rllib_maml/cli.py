@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="print the adaptation curve of one checkpoint")
     evaluate.add_argument("checkpoint", help="checkpoint (or a trial/experiment folder holding one)")
+    evaluate.add_argument(
+        "--video", metavar="DIR",
+        help="also write a GIF per held-out task and inner step (0..--steps) of the policy's mean action into DIR "
+        "(MuJoCo envs; headless through EGL)",
+    )
+    evaluate.add_argument("--video-tasks", type=_positive_int, default=2, help="tasks to film (default: %(default)s)")
+    evaluate.add_argument("--ppo", help="with --video: also film this PPO checkpoint's policy after the same inner steps")
     _add_eval_args(evaluate)
     return parser
 
@@ -150,12 +157,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rllib_maml import compare as cmp
 
     info = cmp.plan_evaluate(args.checkpoint)
+    if args.ppo and not args.video:
+        raise UserError("evaluate --ppo films the PPO policy and needs --video DIR (for curves of both: rllib-maml compare)")
+    ppo = cmp.read_checkpoint(args.ppo, "--ppo") if args.ppo else None
+    if ppo is not None:
+        cmp.require_non_maml(ppo, "--ppo")
     with _ray_started():
         curve = cmp.evaluate(
             info, num_tasks=args.tasks, num_steps=args.steps, seed=args.seed,
             num_env_runners=args.num_env_runners,
         )
-    print(cmp.markdown_table([curve]))
+        print(cmp.markdown_table([curve]))
+        if args.video:
+            paths = cmp.videos(
+                info, num_tasks=min(args.video_tasks, args.tasks), num_steps=args.steps, output=args.video,
+                seed=args.seed, num_env_runners=args.num_env_runners, ppo=ppo,
+            )
+            print(f"{len(paths)} GIFs in {args.video}: " + ", ".join(p.name for p in paths))
     return 0
 
 
@@ -196,6 +214,10 @@ class _ray_started:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``rllib-maml`` console script; returns the exit status."""
     args = build_parser().parse_args(list(argv) if argv is not None else None)
+    if getattr(args, "video", None) and not os.environ.get("DISPLAY"):
+        # Headless MuJoCo rendering; read when mujoco is first imported, so set it before.
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
     try:
         import rllib_maml  # noqa: F401  (registers the envs and MAML with Tune, for restoring too)
 

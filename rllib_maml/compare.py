@@ -232,23 +232,57 @@ def restore_maml(info: CheckpointInfo, config: Any) -> Any:
     return MAML.from_checkpoint(str(info.path), config=config)
 
 
-def curve_of_checkpoint(info: CheckpointInfo, config: Any, label: str, tasks: Sequence[Any], num_steps: int) -> Curve:
-    """Restores a MAML checkpoint (either API stack) and adapts it."""
-    return _evaluate(restore_maml(info, config), label, tasks, num_steps)
-
-
-def curve_of_weights(config: Any, weights: Optional[Dict[str, Any]], label: str, tasks: Sequence[Any], num_steps: int) -> Curve:
-    """Builds MAML from ``config``, sets theta to ``weights`` (None: random init), adapts."""
-    from ray.rllib.core import DEFAULT_MODULE_ID
-
+def adapter_of(config: Any, *, checkpoint: Optional[CheckpointInfo] = None, weights: Optional[Dict[str, Any]] = None) -> Any:
+    """A MAML algorithm built from ``config`` that adapts: a MAML ``checkpoint`` restored,
+    or theta set to another policy's ``weights``, or (neither) a random init."""
+    if checkpoint is not None:
+        return restore_maml(checkpoint, config)
     algo = config.build_algo()
     if weights is not None:
+        from ray.rllib.core import DEFAULT_MODULE_ID
+
         try:
             algo.learner_group.set_weights({DEFAULT_MODULE_ID: weights})
         except Exception as err:
             algo.stop()
             raise UserError(f"the policy weights do not fit the MAML policy network ({err})") from None
-    return _evaluate(algo, label, tasks, num_steps)
+    return algo
+
+
+def videos(info: CheckpointInfo, *, num_tasks: int, num_steps: int, output: str, seed: int = HELD_OUT_SEED,
+           num_env_runners: Optional[int] = None, ppo: Optional[CheckpointInfo] = None) -> List[Path]:
+    """GIFs of ``info``'s policy (and, with ``ppo``, the PPO policy with the same inner
+    update) on ``num_tasks`` held-out tasks, before and after each inner step."""
+    from rllib_maml.video import adaptation_videos, make_render_env
+
+    config = adaptation_config(info, num_env_runners=num_env_runners)
+    make_render_env(config).close()  # fails in one line, before any algorithm is built
+    tasks = held_out_tasks(config, num_tasks, seed)
+    if info.is_maml:
+        runs = [("maml", config, dict(checkpoint=info))]
+    else:
+        runs = [(info.algo_class.__name__.lower(), config, dict(weights=module_weights(info, "checkpoint")))]
+    if ppo is not None:
+        ppo_config = adaptation_config(info, model_config=_own_model_config(ppo.config), num_env_runners=num_env_runners)
+        runs.append(("ppo", ppo_config, dict(weights=module_weights(ppo, "--ppo"))))
+    paths: List[Path] = []
+    for label, run_config, source in runs:
+        algo = adapter_of(run_config, **source)
+        try:
+            paths += adaptation_videos(algo, run_config, tasks, num_steps, Path(output), label)
+        finally:
+            algo.stop()
+    return paths
+
+
+def curve_of_checkpoint(info: CheckpointInfo, config: Any, label: str, tasks: Sequence[Any], num_steps: int) -> Curve:
+    """Restores a MAML checkpoint (either API stack) and adapts it."""
+    return _evaluate(adapter_of(config, checkpoint=info), label, tasks, num_steps)
+
+
+def curve_of_weights(config: Any, weights: Optional[Dict[str, Any]], label: str, tasks: Sequence[Any], num_steps: int) -> Curve:
+    """Builds MAML from ``config``, sets theta to ``weights`` (None: random init), adapts."""
+    return _evaluate(adapter_of(config, weights=weights), label, tasks, num_steps)
 
 
 # --- commands ----------------------------------------------------------------------

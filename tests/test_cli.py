@@ -68,9 +68,17 @@ def assert_one_line_error(capsys: pytest.CaptureFixture, code: int, *fragments: 
 
 
 # --- the tuned examples ------------------------------------------------------------
+#: Meta-optimizer variants of a MAML example (``<name>-<meta_optimizer>.yaml``).
+META_OPTIMIZER_VARIANTS = {"halfcheetah-rand-direc-trpo": "trpo", "halfcheetah-rand-direc-vpg": "vpg"}
+
+
 def test_every_task_distribution_has_a_maml_and_a_ppo_file_with_the_same_budget() -> None:
     names = {p.stem for p in YAMLS}
-    assert names == set(MAML_EXAMPLES) | {f"{n}-ppo" for n in MAML_EXAMPLES}
+    assert names == set(MAML_EXAMPLES) | {f"{n}-ppo" for n in MAML_EXAMPLES} | set(META_OPTIMIZER_VARIANTS)
+    for name, meta_optimizer in META_OPTIMIZER_VARIANTS.items():
+        variant, base = load_experiment(TUNED / f"{name}.yaml"), load_experiment(TUNED / f"{name.rsplit('-', 1)[0]}.yaml")
+        assert variant.run == "MAML" and variant.config["meta_optimizer"] == meta_optimizer
+        assert variant.config["env"] == base.config["env"] and variant.stop == base.stop
     for name, env_id in MAML_EXAMPLES.items():
         maml, ppo = load_experiment(TUNED / f"{name}.yaml"), load_experiment(TUNED / f"{name}-ppo.yaml")
         assert (maml.run, ppo.run) == ("MAML", "PPO")

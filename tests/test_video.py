@@ -1,0 +1,66 @@
+"""``rllib-maml evaluate --video``: GIFs of the policy before and after each inner step, rendered headless.
+
+MuJoCo renders through EGL here (``MUJOCO_GL=egl``, set by the CLI without a display;
+the test session imports MuJoCo only through gymnasium, after conftest). Where
+rendering fails, the command ends with one line naming the cause.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rllib_maml import MAMLConfig
+from rllib_maml.cli import EXIT_USAGE, main
+from rllib_maml.video import make_render_env
+from rllib_maml.yaml_experiment import UserError
+
+from test_cli import TUNED, checkpoints_under, train_args
+
+
+def frames_of(path: Path) -> list:
+    image = Image.open(path)
+    frames = []
+    for i in range(image.n_frames):
+        image.seek(i)
+        frames.append(np.asarray(image.convert("RGB"), dtype=np.int16))
+    return frames
+
+
+def test_evaluate_writes_a_gif_per_task_and_inner_step(ray_session: None, tmp_path: Path, capsys) -> None:
+    assert main(train_args(TUNED / "halfcheetah-rand-direc.yaml", tmp_path / "results")) == 0
+    checkpoint = checkpoints_under(tmp_path / "results")[-1]
+    code = main(["evaluate", str(checkpoint), "--tasks", "1", "--steps", "1", "--num-env-runners", "0",
+                 "--video", str(tmp_path / "video")])
+    assert code == 0, capsys.readouterr().err
+    gifs = sorted((tmp_path / "video").glob("*.gif"))
+    assert [p.name for p in gifs] == ["maml_task0_step0.gif", "maml_task0_step1.gif"]
+    before, after = frames_of(gifs[0]), frames_of(gifs[1])
+    assert len(before) == len(after) == 51  # 100 steps, every 2nd frame, plus the first
+    assert before[0].std() > 10  # a rendered scene, not a blank frame
+    # Same task and start state, other weights: the cheetah moves differently by the end.
+    assert np.abs(before[-1] - after[-1]).mean() > 0.5
+    assert "2 GIFs in" in capsys.readouterr().out
+
+
+def test_an_env_that_cannot_render_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    config = MAMLConfig().environment("rllib_maml/Navigation2D-v0")
+    with pytest.raises(UserError, match="renders no rgb_array frames|rendering is not available"):
+        make_render_env(config)
+    import gymnasium as gym
+
+    def broken_render(self):  # as a machine without EGL or OSMesa fails
+        raise RuntimeError("Failed to initialize OpenGL")
+
+    monkeypatch.setattr(gym.envs.mujoco.mujoco_env.MujocoEnv, "render", broken_render)
+    with pytest.raises(UserError, match=r"rendering is not available here \(RuntimeError: Failed to initialize OpenGL\)"):
+        make_render_env(MAMLConfig().environment("rllib_maml/HalfCheetahRandDirec-v0"))
+
+
+def test_ppo_films_only_with_video(tmp_path: Path, capsys) -> None:
+    code = main(["evaluate", str(tmp_path), "--ppo", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE and len(err.splitlines()) == 1, err
