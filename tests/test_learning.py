@@ -16,9 +16,9 @@ step), because both stacks run the same network, update and RNG draws; the
 thresholds are therefore the same.
 
 ``meta_optimizer="trpo"`` and ``"vpg"`` (``learning`` marker, ``make test-learning``)
-must pass the same bar in the same budget. Measured with this very setting
-(``results/benchmarks/measure_opt.py``-style runs of ``train_and_evaluate``, seeds
-0 and 1, 12 iterations): the post-adaptation return rose by 28.2 / 58.4 (TRPO),
+must pass the same bar in the same budget. Measured with this very setting and
+call (``train_and_evaluate(12, num_eval_tasks=10, config=navigation2d_config(seed)
+.training(meta_optimizer=...))``, seeds 0 and 1): the post-adaptation return rose by 28.2 / 58.4 (TRPO),
 29.7 / 66.3 (VPG) and 32.0 / 69.4 (PPO, the default); the mean adaptation_delta was
 positive in all six runs (TRPO 9.4 / 1.1, VPG 4.1 / 6.8). So +15 holds with a
 margin of 13 or more for each.
