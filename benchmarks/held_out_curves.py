@@ -39,7 +39,8 @@ def held_out_points(run: Path) -> List[Point]:
                 if key.startswith("episode_return_mean_adapt_")
             }
             points.append((steps, returns))
-    return sorted(points)
+    # A resumed run repeats the iterations after its last checkpoint: keep the newest of each.
+    return sorted(dict(points).items())
 
 
 def main() -> None:
