@@ -115,8 +115,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     config = ye.build_config(spec)
     _check_cpus(ye.required_cpus(config))
-    if args.resume:
-        ye.resumable_path(spec, args.output)  # before Ray starts
+    if args.resume:  # before Ray starts: the run exists and its newest checkpoints are readable
+        from rllib_maml.compare import check_checkpoint_files, newest_checkpoints
+
+        for checkpoint in newest_checkpoints(ye.resumable_path(spec, args.output)):
+            check_checkpoint_files(checkpoint, "--resume")
     elif ye.experiment_path(spec, args.output).exists():
         print(
             f"rllib-maml: note: {ye.experiment_path(spec, args.output)} exists; this starts a new run beside it "

@@ -85,6 +85,16 @@ def resolve_checkpoint(path: str | Path, flag: str = "checkpoint") -> Path:
     )
 
 
+def newest_checkpoints(experiment: Path) -> List[Path]:
+    """The newest complete checkpoint of each trial below a Tune experiment folder."""
+    newest: Dict[Path, Path] = {}
+    for marker in experiment.rglob(f"checkpoint_*/{CHECKPOINT_MARKER}"):
+        checkpoint = marker.parent
+        if checkpoint.parent not in newest or checkpoint.name > newest[checkpoint.parent].name:
+            newest[checkpoint.parent] = checkpoint
+    return sorted(newest.values())
+
+
 def check_checkpoint_files(path: Path, flag: str = "checkpoint") -> None:
     """Reads every state file of a checkpoint once, so a truncated or corrupt one is named
     here, in one line, instead of failing deep inside RLlib's restore."""

@@ -86,3 +86,21 @@ def test_resume_without_a_run_is_one_line(tmp_path: Path, capsys: pytest.Capture
     code = main(["train", str(NAV2D), "--output", str(tmp_path), "--resume"])
     err = capsys.readouterr().err.strip()
     assert code == EXIT_USAGE and len(err.splitlines()) == 1 and "no Tune experiment to resume" in err, err
+
+
+def test_resume_from_a_truncated_checkpoint_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The folder layout Tune leaves, with a newest checkpoint whose policy state is cut short.
+    from ray import tune
+
+    experiment = tmp_path / "navigation2d-maml"
+    checkpoint = experiment / "MAML_trial" / "checkpoint_000001"
+    (checkpoint / "learner_group").mkdir(parents=True)
+    (checkpoint / "class_and_ctor_args.pkl").write_bytes(b"\x80\x05\x95")  # truncated pickle
+    (experiment / "MAML_trial" / "checkpoint_000000").mkdir()
+    monkeypatch.setattr(tune.Tuner, "can_restore", staticmethod(lambda path: True))  # only the files matter here
+    code = main(["train", str(NAV2D), "--output", str(tmp_path), "--resume"])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE and len(err.splitlines()) == 1, err
+    assert "--resume" in err and "file class_and_ctor_args.pkl is unreadable or truncated" in err, err
