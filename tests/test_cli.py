@@ -257,7 +257,7 @@ def test_overrides_reach_the_config() -> None:
     assert spec.stop == {STEP_BUDGET_KEY: 1000, "training_iteration": 3}
     config = build_config(spec)
     assert (config.num_env_runners, config.num_epochs) == (0, 2)
-    assert config.env_config == {"morphologies": ["Hopper", "Swimmer"]}
+    assert config.env_config == {"morphologies": ["Hopper", "Swimmer"], "directions": True}
     # PPO on an rllib_maml env gets MAML's policy network and the env's action mask.
     assert config.rl_module_spec.module_class.__name__ == "MAMLTorchRLModule"
     assert config.model_config["action_masks"] == [[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]
