@@ -108,7 +108,8 @@ def adaptation_videos(
         per_step = [[algo._learner_call("theta_weights")] * len(tasks)]
         for k in range(1, num_steps + 1):
             per_step.append(algo._learner_call("adapted_weights", rollouts=[r[:k] for r in rollouts]))
-        module = algo.get_module()
+        # The network that acts: the new stack's RLModule, or the one inside the old stack's policy.
+        module = algo.get_policy().model.rl_module if algo._old_api_stack else algo.get_module()
         seconds = float(getattr(env.unwrapped, "dt", 0.05)) * FRAME_EVERY
         paths = []
         for i, task in enumerate(tasks):
