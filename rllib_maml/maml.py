@@ -119,10 +119,12 @@ class MAML(Algorithm):
     """
 
     @classmethod
+    @override(Algorithm)
     def get_default_config(cls) -> AlgorithmConfig:
         return MAMLConfig()
 
     @classmethod
+    @override(Algorithm)
     def get_default_policy_class(cls, config: AlgorithmConfig) -> Optional[Type[Policy]]:
         from rllib_maml.maml_torch_policy import MAMLTorchPolicy
 
@@ -131,6 +133,7 @@ class MAML(Algorithm):
     @property
     def _old_api_stack(self) -> bool:
         return not self.config.enable_env_runner_and_connector_v2
+    @override(Algorithm)
 
     def setup(self, config: AlgorithmConfig) -> None:
         # Check the task interface here, on the driver, before any worker starts.
@@ -364,6 +367,7 @@ class MAML(Algorithm):
             self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)
 
     # --- the iteration -------------------------------------------------------------
+    @override(Algorithm)
     def training_step(self) -> Optional[Dict[str, Any]]:
         cfg = self.config
         self._iteration_seconds = {}
@@ -427,6 +431,7 @@ class MAML(Algorithm):
             TIMERS: dict(self._iteration_seconds),
         }
         return {DEFAULT_POLICY_ID: {LEARNER_STATS_KEY: learner_stats}}
+    @override(Algorithm)
 
     def _compile_iteration_results_old_api_stack(self, **kwargs: Any) -> Dict[str, Any]:
         results = super()._compile_iteration_results_old_api_stack(**kwargs)
@@ -447,10 +452,12 @@ class MAML(Algorithm):
 
     # --- meta-test -----------------------------------------------------------------
     @classmethod
+    @override(Algorithm)
     def _should_create_evaluation_env_runners(cls, eval_config: AlgorithmConfig) -> bool:
         # MAML's meta-test adapts on the training runners (evaluate()); RLlib's own
         # evaluation runners would only sit idle.
         return False
+    @override(Algorithm)
 
     def evaluate(self, parallel_train_future: Any = None) -> Dict[str, Any]:
         """RLlib's periodic evaluation (``config.evaluation(evaluation_interval=N)``): the meta-test.

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+from ray.rllib.utils.annotations import override
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
 from rllib_maml.rollouts import TaskRollout
@@ -57,6 +58,7 @@ class MAMLEnvRunner(SingleAgentEnvRunner):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._env_index_of_episode: Dict[str, int] = {}
         super().__init__(*args, **kwargs)
+    @override(SingleAgentEnvRunner)
 
     def _new_episode(self, env_index: int, episodes: Optional[List[SingleAgentEpisode]] = None) -> None:
         # RLlib's hook for a sub-env's next episode: remember which sub-env it runs in.
