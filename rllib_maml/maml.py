@@ -133,8 +133,8 @@ class MAML(Algorithm):
     @property
     def _old_api_stack(self) -> bool:
         return not self.config.enable_env_runner_and_connector_v2
-    @override(Algorithm)
 
+    @override(Algorithm)
     def setup(self, config: AlgorithmConfig) -> None:
         # Check the task interface here, on the driver, before any worker starts.
         self._task_env = make_task_env(config)
@@ -431,8 +431,8 @@ class MAML(Algorithm):
             TIMERS: dict(self._iteration_seconds),
         }
         return {DEFAULT_POLICY_ID: {LEARNER_STATS_KEY: learner_stats}}
-    @override(Algorithm)
 
+    @override(Algorithm)
     def _compile_iteration_results_old_api_stack(self, **kwargs: Any) -> Dict[str, Any]:
         results = super()._compile_iteration_results_old_api_stack(**kwargs)
         # RLlib summarises the RolloutWorkers' sampler episodes, which MAML does not use.
@@ -457,8 +457,8 @@ class MAML(Algorithm):
         # MAML's meta-test adapts on the training runners (evaluate()); RLlib's own
         # evaluation runners would only sit idle.
         return False
-    @override(Algorithm)
 
+    @override(Algorithm)
     def evaluate(self, parallel_train_future: Any = None) -> Dict[str, Any]:
         """RLlib's periodic evaluation (``config.evaluation(evaluation_interval=N)``): the meta-test.
 

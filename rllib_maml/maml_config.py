@@ -169,8 +169,8 @@ class MAMLConfig(AlgorithmConfig):
         self.evaluation_num_tasks = 40
         self.evaluation_adaptation_steps: Optional[int] = None
         self.evaluation_task_seed = HELD_OUT_SEED
-    @override(AlgorithmConfig)
 
+    @override(AlgorithmConfig)
     def training(
         self,
         *,
@@ -226,8 +226,8 @@ class MAMLConfig(AlgorithmConfig):
             if value is not NotProvided:
                 setattr(self, name, value)
         return self
-    @override(AlgorithmConfig)
 
+    @override(AlgorithmConfig)
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first invalid parameter and its valid range."""
         super().validate()
@@ -301,8 +301,8 @@ class MAMLConfig(AlgorithmConfig):
                 f"MAMLConfig.gym_env_vectorize_mode={self.gym_env_vectorize_mode!r} is not supported: "
                 "MAMLEnvRunner sets a task on each sub-env, which needs the 'sync' vector env."
             )
-    @override(AlgorithmConfig)
 
+    @override(AlgorithmConfig)
     def evaluation(
         self,
         *,
@@ -357,14 +357,14 @@ class MAMLConfig(AlgorithmConfig):
         value = getattr(self, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not is_valid(value):
             raise ValueError(f"MAMLConfig.{name}={value!r} is invalid: it must be a finite {valid_text.removeprefix('a ')}.")
-    @override(AlgorithmConfig)
 
+    @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from rllib_maml.maml_rl_module import MAMLTorchRLModule
 
         return RLModuleSpec(module_class=MAMLTorchRLModule)
-    @override(AlgorithmConfig)
 
+    @override(AlgorithmConfig)
     def get_default_learner_class(self) -> Type:
         """The new stack's Learner (the old stack uses :class:`rllib_maml.MAMLTorchPolicy`)."""
         from rllib_maml.maml_learner import MAMLTorchLearner

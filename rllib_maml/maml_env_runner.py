@@ -58,8 +58,8 @@ class MAMLEnvRunner(SingleAgentEnvRunner):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._env_index_of_episode: Dict[str, int] = {}
         super().__init__(*args, **kwargs)
-    @override(SingleAgentEnvRunner)
 
+    @override(SingleAgentEnvRunner)
     def _new_episode(self, env_index: int, episodes: Optional[List[SingleAgentEpisode]] = None) -> None:
         # RLlib's hook for a sub-env's next episode: remember which sub-env it runs in.
         super()._new_episode(env_index, episodes)

@@ -52,8 +52,8 @@ class MAMLTorchLearner(MAMLUpdaterMethods, TorchLearner):
     averaged gradient, and adapts the KL coefficient from the same averaged KL, so
     theta, Adam's state and ``kl_coeff`` stay identical on all of them.
     """
-    @override(TorchLearner)
 
+    @override(TorchLearner)
     def build(self) -> None:
         if self.config.torch_num_threads is not None:
             torch.set_num_threads(self.config.torch_num_threads)
@@ -110,8 +110,8 @@ class MAMLTorchLearner(MAMLUpdaterMethods, TorchLearner):
         dist.all_reduce(flat)
         for ref, grad, chunk in zip(refs, grads, flat.split([g.numel() for g in grads])):
             gradients[ref] = chunk.view_as(grad)
-    @override(TorchLearner)
 
+    @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: Dict[str, Any], fwd_out: Dict[str, Any]) -> torch.Tensor:
         raise NotImplementedError(
             "MAMLTorchLearner trains through meta_update(); Learner.update() is not used by MAML."
@@ -121,8 +121,8 @@ class MAMLTorchLearner(MAMLUpdaterMethods, TorchLearner):
     @override(TorchLearner)
     def get_state(self, components: Optional[Any] = None, *, not_components: Optional[Any] = None, **kwargs: Any) -> Dict[str, Any]:
         return self.maml.save_to(super().get_state(components, not_components=not_components, **kwargs))
-    @override(TorchLearner)
 
+    @override(TorchLearner)
     def set_state(self, state: Dict[str, Any]) -> None:
         super().set_state(state)
         self.maml.restore_from(state)
