@@ -11,6 +11,7 @@ state) and puts the per-task math of :mod:`rllib_maml.maml_math` around it.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -83,14 +84,17 @@ class MAMLTorchLearner(MAMLUpdaterMethods, TorchLearner):
         self._share_weight = (share.stop - share.start) / len(rollouts)
         return self.maml.meta_update(list(rollouts)[share])
 
-    def _average_over_learners(self, values: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """The share-weighted mean over all Learners of each tensor (a collective call; any shapes)."""
-        keys = sorted(values)
-        tensors = [values[k].detach() for k in keys]
-        flat = torch.cat([t.reshape(-1).float() for t in tensors]) * self._share_weight
+    def _weighted_all_reduce(self, tensors: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """Each tensor's share-weighted sum over all Learners (one flat all-reduce; a collective call)."""
+        dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))  # no precision lost
+        flat = torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors]) * self._share_weight
         dist.all_reduce(flat)
-        chunks = flat.split([t.numel() for t in tensors])
-        return {k: c.view_as(t).to(t.dtype) for k, c, t in zip(keys, chunks, tensors)}
+        return [c.view_as(t).to(t.dtype) for c, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+
+    def _average_over_learners(self, values: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The share-weighted mean over all Learners of each tensor (any shapes)."""
+        keys = sorted(values)
+        return dict(zip(keys, self._weighted_all_reduce([values[k] for k in keys])))
 
     def _apply_meta_gradient(self, loss: torch.Tensor) -> None:
         gradients = self.compute_gradients({DEFAULT_MODULE_ID: loss})
@@ -106,10 +110,7 @@ class MAMLTorchLearner(MAMLUpdaterMethods, TorchLearner):
         grads: List[torch.Tensor] = [
             gradients[r] if gradients.get(r) is not None else torch.zeros_like(p) for r, p in zip(refs, parameters.values())
         ]
-        flat = torch.cat([g.reshape(-1) for g in grads]) * self._share_weight
-        dist.all_reduce(flat)
-        for ref, grad, chunk in zip(refs, grads, flat.split([g.numel() for g in grads])):
-            gradients[ref] = chunk.view_as(grad)
+        gradients.update(zip(refs, self._weighted_all_reduce(grads)))
 
     @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: Dict[str, Any], fwd_out: Dict[str, Any]) -> torch.Tensor:

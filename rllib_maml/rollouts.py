@@ -134,10 +134,12 @@ def nonfinite_report(rollout: "TaskRollout") -> Optional[str]:
     """
     columns = (("rewards", rollout.rewards, rollout.episode_lens), ("observations", rollout.obs, rollout.episode_lens + 1))
     for name, values, rows_per_episode in columns:
-        bad = ~np.isfinite(values.reshape(len(values), -1))
+        rows = values.reshape(len(values), -1)
+        bad = ~np.isfinite(rows)
         if bad.any():
-            episode, t = _first_row(bad.any(axis=1), rows_per_episode)
-            first = values.reshape(len(values), -1)[bad.any(axis=1)][0]
+            bad_rows = bad.any(axis=1)
+            episode, t = _first_row(bad_rows, rows_per_episode)
+            first = rows[bad_rows][0]
             return (
                 f"{int(bad.sum())} non-finite {name} (the first, {first.tolist() if first.size > 1 else first.item()}, "
                 f"in episode {episode} at t={t})"
@@ -244,8 +246,8 @@ def task_batch(
     predictions of the parameters that sampled it (``values`` ``[N + E]``)."""
     targets, advantages = value_targets_and_advantages(rollout, values, gamma, lambda_)
 
-    def as_tensor(values: np.ndarray) -> torch.Tensor:  # a copy: arrays from Ray's object store are read-only
-        return torch.tensor(values, device=device)
+    def as_tensor(array: np.ndarray) -> torch.Tensor:  # a copy: arrays from Ray's object store are read-only
+        return torch.tensor(array, device=device)
 
     return TaskBatch(
         task_index=rollout.task_index,
