@@ -6,7 +6,7 @@ import contextlib
 import functools
 import logging
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Type
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import ray
@@ -338,17 +338,24 @@ class MAML(Algorithm):
 
     def _sample_adaptation(self, tasks: Sequence[Any], num_steps: int) -> List[List[TaskRollout]]:
         """``rollouts[i][k]``: task ``i`` sampled after ``k`` inner steps, for k = 0..num_steps."""
+        return self._adapt_and_sample(tasks, num_steps)[0]
+
+    def _adapt_and_sample(
+        self, tasks: Sequence[Any], num_steps: int
+    ) -> Tuple[List[List[TaskRollout]], List[Sequence[Dict[str, np.ndarray]]]]:
+        """The rollouts of :meth:`_sample_adaptation` and the weights that sampled them:
+        ``weights[k][i]`` acted on task ``i`` at step ``k`` (theta at ``k = 0``)."""
         theta = self._learner_call("theta_weights")
-        weights: Sequence[Dict[str, np.ndarray]] = [theta] * len(tasks)
+        weights: List[Sequence[Dict[str, np.ndarray]]] = [[theta] * len(tasks)]
         rollouts: List[List[TaskRollout]] = [[] for _ in tasks]
         for step in range(num_steps + 1):
             if step > 0:
                 with self._timed(INNER_STEPS_TIMER):
-                    weights = self._learner_call("adapted_weights", rollouts=rollouts)
+                    weights.append(self._learner_call("adapted_weights", rollouts=rollouts))
             with self._timed(SAMPLING_TIMER):
-                for rollout in self._sample_on_runners(tasks, weights, step):
+                for rollout in self._sample_on_runners(tasks, weights[step], step):
                     rollouts[rollout.task_index].append(rollout)
-        return rollouts
+        return rollouts, weights
 
     @contextlib.contextmanager
     def _timed(self, name: str) -> Iterator[None]:

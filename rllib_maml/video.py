@@ -104,10 +104,7 @@ def adaptation_videos(
     ``<label>_task<i>_step<k>.gif`` for ``k = 0..num_steps``. Theta is unchanged."""
     env = make_render_env(config)
     try:
-        rollouts = algo._sample_adaptation(list(tasks), num_steps)
-        per_step = [[algo._learner_call("theta_weights")] * len(tasks)]
-        for k in range(1, num_steps + 1):
-            per_step.append(algo._learner_call("adapted_weights", rollouts=[r[:k] for r in rollouts]))
+        per_step = algo._adapt_and_sample(list(tasks), num_steps)[1]  # the weights that sampled each step
         # The network that acts: the new stack's RLModule, or the one inside the old stack's policy.
         module = algo.get_policy().model.rl_module if algo._old_api_stack else algo.get_module()
         seconds = float(getattr(env.unwrapped, "dt", 0.05)) * FRAME_EVERY
