@@ -370,3 +370,14 @@ class MAMLConfig(AlgorithmConfig):
         from rllib_maml.maml_learner import MAMLTorchLearner
 
         return MAMLTorchLearner
+
+    @override(AlgorithmConfig)
+    def build_module_to_env_connector(self, env: Any = None, spaces: Any = None) -> Any:
+        """RLlib's pipeline, with its per-sub-env action unsquash and unbatching done per vector step.
+
+        See :mod:`rllib_maml.batched_connectors`: the env gets the same actions, from
+        one numpy expression over all sub-envs instead of one ``tree`` call per sub-env.
+        """
+        from rllib_maml.batched_connectors import use_batched_connectors
+
+        return use_batched_connectors(super().build_module_to_env_connector(env, spaces))
