@@ -10,7 +10,7 @@ The Learner is a thin shell around these functions; tests call them directly.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -156,8 +156,9 @@ def update_kl_coeff(kl_coeff: float, kl: float, kl_target: float) -> float:
 
 
 # --- the same math, batched over tasks ------------------------------------------------
-#: ``forward(stacked params {name: [M, ...]}, obs [M, N, obs_dim]) -> (dist over [M, N], values [M, N])``.
-BatchedForwardFn = Callable[[Params, torch.Tensor], Tuple[MaskedDiagGaussian, torch.Tensor]]
+#: ``forward(stacked params {name: [M, ...]}, obs [M, N, obs_dim]) -> (dist over [M, N], values [M, N])``;
+#: values may be ``None`` (a policy-only forward): the value loss is then 0.
+BatchedForwardFn = Callable[[Params, torch.Tensor], Tuple[MaskedDiagGaussian, Optional[torch.Tensor]]]
 
 
 @dataclasses.dataclass
@@ -221,12 +222,18 @@ def stack_params(params: Params, num_tasks: int) -> Params:
     return {name: p.unsqueeze(0).expand(num_tasks, *p.shape) for name, p in params.items()}
 
 
-def _inner_terms(dist: MaskedDiagGaussian, values: torch.Tensor, batch: StackedBatch, vf_loss_coeff: float) -> torch.Tensor:
+def _value_loss(values: Optional[torch.Tensor], batch: StackedBatch) -> torch.Tensor:
+    """Per-task mean squared value error ``[M]``; 0 for a policy-only forward (``values`` None)."""
+    if values is None:
+        return batch.mask.new_zeros(batch.mask.shape[0])
+    return _task_mean((values - batch.value_targets).pow(2), batch.mask)
+
+
+def _inner_terms(dist: MaskedDiagGaussian, values: Optional[torch.Tensor], batch: StackedBatch, vf_loss_coeff: float) -> torch.Tensor:
     """Per-task :func:`inner_loss` ``[M]`` from a forward pass already made."""
     ratio = torch.exp(dist.logp(batch.actions) - batch.logp_old)
     surrogate = -_task_mean(ratio * batch.advantages, batch.mask)
-    value_loss = _task_mean((values - batch.value_targets).pow(2), batch.mask)
-    return surrogate + vf_loss_coeff * value_loss
+    return surrogate + vf_loss_coeff * _value_loss(values, batch)
 
 
 def _batched_step(
@@ -286,7 +293,7 @@ def batched_meta_terms(
     return {
         "surrogate_clipped": -_task_mean(torch.min(ratio * outer.advantages, clipped * outer.advantages), outer.mask),
         "surrogate": -_task_mean(ratio * outer.advantages, outer.mask),
-        "vf_loss": _task_mean((values - outer.value_targets).pow(2), outer.mask),
+        "vf_loss": _value_loss(values, outer),
         "entropy": _task_mean(dist.entropy(), outer.mask),
         "kl": torch.stack(kls).mean(0),
         "kl_post": kls[-1],

@@ -183,9 +183,11 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
             log_std = log_std - self.log_action_scale
         return {Columns.ACTION_DIST_INPUTS: torch.cat([mean, log_std, self.action_mask(obs)], -1)}
 
-    def _forward_train(self, batch: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
+    def _forward_train(self, batch: Dict[str, Any], *, maml_values: bool = True, **kwargs: Any) -> Dict[str, Any]:
+        # maml_values=False: the policy alone (MAML with the linear baseline never runs the value net).
         out = self._forward(batch)
-        out[Columns.VF_PREDS] = self.compute_values(batch)
+        if maml_values:
+            out[Columns.VF_PREDS] = self.compute_values(batch)
         return out
 
     def compute_values(self, batch: Dict[str, Any], embeddings: Optional[Any] = None) -> torch.Tensor:
@@ -205,18 +207,19 @@ def functional_forward(
 
 
 def batched_functional_forward(
-    module: MAMLTorchRLModule, params: Dict[str, torch.Tensor], obs: torch.Tensor
-) -> Tuple[MaskedDiagGaussian, torch.Tensor]:
+    module: MAMLTorchRLModule, params: Dict[str, torch.Tensor], obs: torch.Tensor, with_values: bool = True
+) -> Tuple[MaskedDiagGaussian, Optional[torch.Tensor]]:
     """:func:`functional_forward` for ``M`` parameter sets at once (``torch.func.vmap``).
 
     ``params`` maps each name to ``[M, *shape]`` and ``obs`` is ``[M, N, obs_dim]``; row
     ``i`` of the output (distribution over ``[M, N]``, values ``[M, N]``) is ``params[i]``
     applied to ``obs[i]``, one batched matmul per layer, differentiable in ``params``.
+    ``with_values=False`` skips the value network and returns ``None`` for the values.
     """
 
-    def one(task_params: Dict[str, torch.Tensor], task_obs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        out = torch.func.functional_call(module, task_params, ({Columns.OBS: task_obs},))
-        return out[Columns.ACTION_DIST_INPUTS], out[Columns.VF_PREDS]
+    def one(task_params: Dict[str, torch.Tensor], task_obs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        out = torch.func.functional_call(module, task_params, ({Columns.OBS: task_obs},), {"maml_values": with_values})
+        return (out[Columns.ACTION_DIST_INPUTS], out[Columns.VF_PREDS]) if with_values else (out[Columns.ACTION_DIST_INPUTS],)
 
-    logits, values = torch.func.vmap(one)(params, obs)
-    return MaskedDiagGaussian.from_logits(logits), values
+    outputs = torch.func.vmap(one)(params, obs)
+    return MaskedDiagGaussian.from_logits(outputs[0]), outputs[1] if with_values else None

@@ -167,3 +167,30 @@ def test_batched_meta_loss_equals_the_per_task_loop(num_steps: int, kl_coeff: fl
     torch.testing.assert_close(loss_b, loss_a, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(grad_b, grad_a, rtol=1e-9, atol=1e-12)
     assert stats_b == pytest.approx(stats_a, rel=1e-9)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_a_policy_only_forward_gives_the_policy_the_same_meta_gradient(first_order: bool) -> None:
+    """With the linear baseline the update skips the value network (``with_values=False``).
+
+    The value net's inner step moves only ``vf.*`` and its loss is a separate term,
+    so the policy's meta-gradient must be exactly the one of the full forward, and
+    the value net must get no gradient at all.
+    """
+    module = tiny_module(seed=3)
+    batches = task_batches(module, num_tasks=3, num_steps=2)
+    steps = [StackedBatch.stack([task[j] for task in batches]) for j in range(3)]
+    coeffs = coefficients(first_order=first_order)
+    grads = {}
+    for with_values in (True, False):
+        params = params_of(module)
+        forward = functools.partial(batched_functional_forward, module, with_values=with_values)
+        loss, stats = batched_meta_loss(forward, params, steps, coeffs)
+        names = list(params)
+        grads[with_values] = dict(zip(names, torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)))
+    assert stats["vf_loss"] == 0.0
+    for name, full in grads[True].items():
+        if name.startswith("vf."):
+            assert grads[False][name] is None
+        else:
+            torch.testing.assert_close(grads[False][name], full, rtol=1e-12, atol=1e-12)
