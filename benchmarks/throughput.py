@@ -1,6 +1,6 @@
 """MAML's speed against the simulator's raw rate and built-in PPO, measured side by side in one run.
 
-    python benchmarks/throughput.py                       # HalfCheetahRandDirec, 2 runners, ~5 min
+    python benchmarks/throughput.py                       # HalfCheetahRandDirec, 2 runners, ~8 min
     python benchmarks/throughput.py --iters 3 --no-old-api-stack
 
 One process tree, one env, the same cores for every measurement; the machine is
@@ -92,13 +92,13 @@ def sub_envs_per_runner(meta_batch_size: int, episodes_per_task: int, runners: i
     return tasks * per_task
 
 
-def maml_config(args: argparse.Namespace, meta_batch_size: int, episodes_per_task: int) -> MAMLConfig:
+def maml_config(args: argparse.Namespace, meta_batch_size: int, episodes_per_task: int, baseline: str = "value_function") -> MAMLConfig:
     width = sub_envs_per_runner(meta_batch_size, episodes_per_task, args.num_env_runners, args.max_width)
     return (
         MAMLConfig()
         .environment(args.env)
         .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=width)
-        .training(meta_batch_size=meta_batch_size, episodes_per_task=episodes_per_task)
+        .training(meta_batch_size=meta_batch_size, episodes_per_task=episodes_per_task, baseline=baseline)
         .debugging(seed=0)
     )
 
@@ -147,8 +147,11 @@ def main() -> None:
     rows.append((f"raw gymnasium env steps/s ({args.num_env_runners} processes, random actions)", f"{raw:,.0f}"))
 
     measured: Dict[str, Measured] = {}
-    for label, (tasks, episodes) in {"10 x 10": (10, 10), "40 x 20": (40, 20)}.items():
-        config = maml_config(args, tasks, episodes)
+    # The library's default baseline (value_function), and the tuned HalfCheetah YAML's (linear:
+    # the update then runs the policy alone, see MAMLMetaUpdater._loss_forward).
+    sizes = {"10 x 10": (10, 10, "value_function"), "40 x 20": (40, 20, "value_function"), "40 x 20, linear baseline": (40, 20, "linear")}
+    for label, (tasks, episodes, baseline) in sizes.items():
+        config = maml_config(args, tasks, episodes, baseline)
         algo = config.build_algo()
         measured[label] = timed_iterations(algo.train, args.iters)
         m = measured[label]
@@ -160,10 +163,14 @@ def main() -> None:
         if label == "40 x 20":
             driver, runners = peak_rss_mb(algo)
             rows.append(("peak RSS at 40 x 20: driver (Learner) / each EnvRunner", f"{driver:,.0f} MB / " + ", ".join(f"{r:,.0f}" for r in runners) + " MB"))
-            rollouts = algo._sample_adaptation(algo.sample_tasks(tasks), 1)
+            rollouts = algo.sample_adaptation(algo.sample_tasks(tasks), 1)
             first, second = (update_seconds(algo, rollouts, first_order) for first_order in (True, False))
             rows.append(("meta-update at 40 x 20, first / second order (5 Adam steps)", f"{first:.2f} s / {second:.2f} s"))
             rows.append(("second / first order", f"{second / first:.2f}"))
+        if label == "40 x 20, linear baseline":
+            rollouts = algo.sample_adaptation(algo.sample_tasks(tasks), 1)
+            first, second = (update_seconds(algo, rollouts, first_order) for first_order in (True, False))
+            rows.append(("meta-update at 40 x 20, linear baseline, first / second order", f"{first:.2f} s / {second:.2f} s"))
         algo.stop()
 
     steps_per_iteration = 10 * 10 * horizon * 2
@@ -183,6 +190,7 @@ def main() -> None:
     best_ppo = max(ppo_rates.values())
     rows.append(("MAML 10 x 10 / best built-in PPO", f"{measured['10 x 10'].rate / best_ppo:.2f}"))
     rows.append(("MAML 40 x 20 / best built-in PPO", f"{measured['40 x 20'].rate / best_ppo:.2f}"))
+    rows.append(("MAML 40 x 20, linear baseline / best built-in PPO", f"{measured['40 x 20, linear baseline'].rate / best_ppo:.2f}"))
 
     if not args.no_old_api_stack:
         config = (

@@ -36,6 +36,7 @@ from rllib_maml.maml_env_runner import SamplingJob, sample_jobs_on_runner
 from rllib_maml.runner_hooks import sample_task_on_rollout_worker
 from rllib_maml.held_out import held_out_tasks
 from rllib_maml.task_env import make_task_env
+from rllib_maml.theta_holder import LearnerGroupThetaHolder, PolicyThetaHolder, ThetaHolder
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,11 @@ class MAML(Algorithm):
     ``maml/episode_return_mean_adapt_{k}`` (k = 0..K) and ``maml/adaptation_delta``
     give the adaptation curve. ``evaluate_adaptation`` measures it on fresh or given
     tasks without changing theta.
+
+    Public handles for scripts, benchmarks and tests (each one step of the iteration):
+    :meth:`sample_tasks`, :meth:`sample_on_runners` (one adaptation step's sampling),
+    :meth:`sample_adaptation` / :meth:`adapt_and_sample` (all steps, with the inner
+    updates), and :attr:`theta_holder` (theta's snapshot, inner and meta-update).
     """
 
     @classmethod
@@ -143,6 +149,7 @@ class MAML(Algorithm):
         # every call, yet the whole run reproducible from config.seed.
         self._reset_seeds = np.random.default_rng(config.seed)
         self._iteration_seconds: Dict[str, float] = {}
+        self._theta_holder: Optional[ThetaHolder] = None
         # Old stack: what training_step measured, for _compile_iteration_results_old_api_stack.
         self._old_stack_results: Dict[str, Any] = {}
         super().setup(config)
@@ -184,22 +191,14 @@ class MAML(Algorithm):
         self._set_random_state(state.get(RANDOM_STATE_KEY))
 
     # --- coordination ------------------------------------------------------------
-    def _learner_call(self, method: str, **kwargs: Any) -> Any:
-        """Calls ``method`` of whatever holds theta: the Learner, or (old stack) the driver's policy.
-
-        With several Learners, ``meta_update`` runs on all of them (each on its share of
-        the tasks, its gradient averaged with the others'), and any other call on the
-        first one only: theta is the same on all.
-        """
-        if self._old_api_stack:
-            return getattr(self.get_policy(), method)(**kwargs)
-        group = self.learner_group
-        first_only = None if method == "meta_update" or group.is_local else group._worker_manager.healthy_actor_ids()[:1]
-        results = group.foreach_learner(
-            lambda learner, **kw: getattr(learner, method)(**kw), remote_actor_ids=first_only, **kwargs
-        )
-        values = [result.get() for result in results]  # raises a Learner's error here
-        return values[0]
+    @property
+    def theta_holder(self) -> ThetaHolder:
+        """Whatever holds theta: the Learner group (new stack) or the driver's policy (old)."""
+        if self._theta_holder is None:
+            self._theta_holder = (
+                PolicyThetaHolder(self.get_policy) if self._old_api_stack else LearnerGroupThetaHolder(self.learner_group)
+            )
+        return self._theta_holder
 
     def sample_tasks(self, num_tasks: int) -> List[Any]:
         """Draws ``num_tasks`` tasks from the env's distribution (seeded by ``config.seed``)."""
@@ -211,7 +210,7 @@ class MAML(Algorithm):
             )
         return tasks
 
-    def _sample_on_runners(self, tasks: Sequence[Any], weights: Sequence[Dict[str, np.ndarray]], step: int) -> List[TaskRollout]:
+    def sample_on_runners(self, tasks: Sequence[Any], weights: Sequence[Dict[str, np.ndarray]], step: int) -> List[TaskRollout]:
         """Samples every task at adaptation step ``step`` on the runners.
 
         New stack: each runner gets an equal share of the tasks and samples all of
@@ -336,24 +335,24 @@ class MAML(Algorithm):
                 time.sleep(1.0)
         return runner_ids
 
-    def _sample_adaptation(self, tasks: Sequence[Any], num_steps: int) -> List[List[TaskRollout]]:
+    def sample_adaptation(self, tasks: Sequence[Any], num_steps: int) -> List[List[TaskRollout]]:
         """``rollouts[i][k]``: task ``i`` sampled after ``k`` inner steps, for k = 0..num_steps."""
-        return self._adapt_and_sample(tasks, num_steps)[0]
+        return self.adapt_and_sample(tasks, num_steps)[0]
 
-    def _adapt_and_sample(
+    def adapt_and_sample(
         self, tasks: Sequence[Any], num_steps: int
     ) -> Tuple[List[List[TaskRollout]], List[Sequence[Dict[str, np.ndarray]]]]:
-        """The rollouts of :meth:`_sample_adaptation` and the weights that sampled them:
+        """The rollouts of :meth:`sample_adaptation` and the weights that sampled them:
         ``weights[k][i]`` acted on task ``i`` at step ``k`` (theta at ``k = 0``)."""
-        theta = self._learner_call("theta_weights")
+        theta = self.theta_holder.theta_weights()
         weights: List[Sequence[Dict[str, np.ndarray]]] = [[theta] * len(tasks)]
         rollouts: List[List[TaskRollout]] = [[] for _ in tasks]
         for step in range(num_steps + 1):
             if step > 0:
                 with self._timed(INNER_STEPS_TIMER):
-                    weights.append(self._learner_call("adapted_weights", rollouts=rollouts))
+                    weights.append(self.theta_holder.adapted_weights(rollouts))
             with self._timed(SAMPLING_TIMER):
-                for rollout in self._sample_on_runners(tasks, weights[step], step):
+                for rollout in self.sample_on_runners(tasks, weights[step], step):
                     rollouts[rollout.task_index].append(rollout)
         return rollouts, weights
 
@@ -379,9 +378,9 @@ class MAML(Algorithm):
         cfg = self.config
         self._iteration_seconds = {}
         tasks = self.sample_tasks(cfg.meta_batch_size)
-        rollouts = self._sample_adaptation(tasks, cfg.inner_adaptation_steps)
+        rollouts = self.sample_adaptation(tasks, cfg.inner_adaptation_steps)
         with self._timed(META_UPDATE_TIMER):
-            learner_stats = self._learner_call("meta_update", rollouts=rollouts)
+            learner_stats = self.theta_holder.meta_update(rollouts)
         self._sync_theta_to_runners()
         if self._old_api_stack:
             return self._old_stack_iteration_results(rollouts, learner_stats)
@@ -503,7 +502,7 @@ class MAML(Algorithm):
         if not tasks:
             raise ValueError("evaluate_adaptation got an empty task list")
         try:
-            rollouts = self._sample_adaptation(tasks, num_steps)
+            rollouts = self.sample_adaptation(tasks, num_steps)
         finally:
             self._sync_theta_to_runners()
         return adaptation_metrics(rollouts)

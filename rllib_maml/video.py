@@ -104,7 +104,7 @@ def adaptation_videos(
     ``<label>_task<i>_step<k>.gif`` for ``k = 0..num_steps``. Theta is unchanged."""
     env = make_render_env(config)
     try:
-        per_step = algo._adapt_and_sample(list(tasks), num_steps)[1]  # the weights that sampled each step
+        per_step = algo.adapt_and_sample(list(tasks), num_steps)[1]  # the weights that sampled each step
         # The network that acts: the new stack's RLModule, or the one inside the old stack's policy.
         module = algo.get_policy().model.rl_module if algo._old_api_stack else algo.get_module()
         seconds = float(getattr(env.unwrapped, "dt", 0.05)) * FRAME_EVERY

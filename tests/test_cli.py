@@ -300,7 +300,7 @@ def test_old_api_stack_maml_trains_and_evaluates_through_the_cli(ray_session: No
         saved = cmp.pickle.load(f)["weights"]
     algo = cmp.restore_maml(info, cmp.adaptation_config(info, num_env_runners=0))
     try:
-        restored = algo._learner_call("theta_weights")
+        restored = algo.theta_holder.theta_weights()
     finally:
         algo.stop()
     assert restored and all(np.array_equal(value, saved[f"rl_module.{name}"]) for name, value in restored.items())

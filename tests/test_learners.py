@@ -62,11 +62,11 @@ def test_two_learners_update_theta_as_one_does(ray_session: None, meta_optimizer
     one, two = config(0, meta_optimizer).build_algo(), config(2, meta_optimizer).build_algo()
     try:
         two.learner_group.set_weights(one.learner_group.get_weights())
-        theta0 = one._learner_call("theta_weights")
-        rollouts = one._sample_adaptation(one.sample_tasks(3), num_steps=1)
-        stats_one = one._learner_call("meta_update", rollouts=rollouts)
-        stats_two = two._learner_call("meta_update", rollouts=rollouts)
-        theta_one, theta_two = one._learner_call("theta_weights"), two._learner_call("theta_weights")
+        theta0 = one.theta_holder.theta_weights()
+        rollouts = one.sample_adaptation(one.sample_tasks(3), num_steps=1)
+        stats_one = one.theta_holder.meta_update(rollouts)
+        stats_two = two.theta_holder.meta_update(rollouts)
+        theta_one, theta_two = one.theta_holder.theta_weights(), two.theta_holder.theta_weights()
         assert any(not np.allclose(theta_one[k], theta0[k], atol=1e-5) for k in theta0), "theta did not move"
         largest_step = max(float(np.abs(theta_one[k] - theta0[k]).max()) for k in theta0)
         atol = ATOL if meta_optimizer == "ppo" else 2e-3 * largest_step
@@ -95,12 +95,12 @@ def test_two_learners_update_theta_as_one_does(ray_session: None, meta_optimizer
 def test_two_learners_train_on_navigation2d(ray_session: None) -> None:
     algo = config(2).build_algo()
     try:
-        before = algo._learner_call("theta_weights")
+        before = algo.theta_holder.theta_weights()
         for _ in range(2):
             result = algo.train()
         assert result["training_iteration"] == 2 and np.isfinite(result["maml"]["adaptation_delta"])
         assert result["env_runners"]["num_env_steps_sampled_lifetime"] == 2 * 3 * 2 * 2 * 100
-        after = algo._learner_call("theta_weights")
+        after = algo.theta_holder.theta_weights()
         assert any(not np.array_equal(after[k], before[k]) for k in before)
         # The runners sample with the Learners' theta after the sync.
         runner = algo.env_runner.module.get_state()

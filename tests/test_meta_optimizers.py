@@ -130,7 +130,7 @@ def tiny_config(meta_optimizer: str, new_api_stack: bool) -> MAMLConfig:
 
 
 def theta_of(algo) -> Dict[str, np.ndarray]:
-    return algo._learner_call("theta_weights")
+    return algo.theta_holder.theta_weights()
 
 
 @pytest.mark.parametrize("new_api_stack", [True, False], ids=["new_api_stack", "old_api_stack"])

@@ -56,13 +56,13 @@ def test_both_stacks_compute_the_same_update_from_the_same_data(ray_session: Non
     old = old_stack_config(maml_optimizer_steps=3).build_algo()
     try:
         old.get_policy().load_theta(theta(new))
-        rollouts = old._sample_adaptation(old.sample_tasks(3), num_steps=1)
-        for new_w, old_w in zip(new._learner_call("adapted_weights", rollouts=rollouts),
-                                old._learner_call("adapted_weights", rollouts=rollouts)):
+        rollouts = old.sample_adaptation(old.sample_tasks(3), num_steps=1)
+        for new_w, old_w in zip(new.theta_holder.adapted_weights(rollouts),
+                                old.theta_holder.adapted_weights(rollouts)):
             for name in new_w:
                 np.testing.assert_allclose(old_w[name], new_w[name], rtol=1e-5, atol=1e-6)
-        new_stats = new._learner_call("meta_update", rollouts=rollouts)
-        old_stats = old._learner_call("meta_update", rollouts=rollouts)
+        new_stats = new.theta_holder.meta_update(rollouts)
+        old_stats = old.theta_holder.meta_update(rollouts)
         assert old_stats["kl_coeff"] == new_stats["kl_coeff"]
         assert old_stats["meta_loss"] == pytest.approx(new_stats["meta_loss"], rel=1e-4)
         new_theta, old_theta = theta(new), theta(old)

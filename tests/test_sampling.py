@@ -13,10 +13,10 @@ from tests.test_training import STACKS, tiny_config
 
 def first_observations(algo: MAML, task: float, calls: int) -> List[np.ndarray]:
     """The first observation of every episode of ``task`` in ``calls`` sampling calls (step 0)."""
-    theta = algo._learner_call("theta_weights")
+    theta = algo.theta_holder.theta_weights()
     firsts = []
     for _ in range(calls):
-        rollout = algo._sample_on_runners([task], [theta], step=0)[0]
+        rollout = algo.sample_on_runners([task], [theta], step=0)[0]
         starts = np.r_[0, np.cumsum(rollout.episode_lens + 1)[:-1]]
         firsts.append(rollout.obs[starts])
     return firsts
@@ -70,10 +70,10 @@ def test_one_runner_samples_each_task_with_its_own_weights(ray_session: None, nu
             lambda runner: type(runner).__name__, local_env_runner=num_env_runners == 0
         )
         assert runner_classes == [MAMLEnvRunner.__name__]
-        theta = algo._learner_call("theta_weights")
+        theta = algo.theta_holder.theta_weights()
         actions = [0.05, -0.05, 0.02]
         goals = [np.array(g, np.float32) for g in ([0.4, 0.4], [-0.3, 0.2], [0.1, -0.45])]
-        rollouts = algo._sample_on_runners(goals, [constant_policy(theta, a) for a in actions], step=1)
+        rollouts = algo.sample_on_runners(goals, [constant_policy(theta, a) for a in actions], step=1)
         for index, (rollout, action, goal) in enumerate(zip(rollouts, actions, goals)):
             assert (rollout.task_index, rollout.step) == (index, 1)
             assert len(rollout.episode_lens) >= 3

@@ -31,7 +31,7 @@ def tiny_config(
 
 
 def theta(algo: MAML) -> dict:
-    return algo._learner_call("theta_weights")
+    return algo.theta_holder.theta_weights()
 
 
 def runner_weights(algo: MAML) -> list:
@@ -122,7 +122,7 @@ def test_checkpoint_restores_theta_and_meta_optimizer(ray_session: None, tmp_pat
     try:
         algo.train()
         saved_theta = theta(algo)
-        saved_kl = algo._learner_call("get_state")["maml_kl_coeff"]
+        saved_kl = algo.theta_holder.kl_coeff()
         optimizer_state = algo.learner_group.get_state()["learner"]["optimizer"]
         algo.save_to_path(str(tmp_path))
         next_tasks = algo.sample_tasks(3)  # what the run would have trained on next
@@ -135,7 +135,7 @@ def test_checkpoint_restores_theta_and_meta_optimizer(ray_session: None, tmp_pat
         np.testing.assert_array_equal(np.asarray(restored.sample_tasks(3)), np.asarray(next_tasks))
         for name, value in theta(restored).items():
             np.testing.assert_array_equal(value, saved_theta[name])
-        assert restored._learner_call("get_state")["maml_kl_coeff"] == saved_kl
+        assert restored.theta_holder.kl_coeff() == saved_kl
         restored_optimizer = restored.learner_group.get_state()["learner"]["optimizer"]
         # Adam's moment estimates and step count survive the round trip.
         saved_flat = _flatten(optimizer_state)
