@@ -163,14 +163,12 @@ def main() -> None:
         if label == "40 x 20":
             driver, runners = peak_rss_mb(algo)
             rows.append(("peak RSS at 40 x 20: driver (Learner) / each EnvRunner", f"{driver:,.0f} MB / " + ", ".join(f"{r:,.0f}" for r in runners) + " MB"))
+        if tasks == 40:
             rollouts = algo.sample_adaptation(algo.sample_tasks(tasks), 1)
             first, second = (update_seconds(algo, rollouts, first_order) for first_order in (True, False))
-            rows.append(("meta-update at 40 x 20, first / second order (5 Adam steps)", f"{first:.2f} s / {second:.2f} s"))
-            rows.append(("second / first order", f"{second / first:.2f}"))
-        if label == "40 x 20, linear baseline":
-            rollouts = algo.sample_adaptation(algo.sample_tasks(tasks), 1)
-            first, second = (update_seconds(algo, rollouts, first_order) for first_order in (True, False))
-            rows.append(("meta-update at 40 x 20, linear baseline, first / second order", f"{first:.2f} s / {second:.2f} s"))
+            rows.append((f"meta-update at {label}, first / second order (5 Adam steps)", f"{first:.2f} s / {second:.2f} s"))
+            if label == "40 x 20":
+                rows.append(("second / first order", f"{second / first:.2f}"))
         algo.stop()
 
     steps_per_iteration = 10 * 10 * horizon * 2

@@ -149,10 +149,13 @@ class MAML(Algorithm):
         # every call, yet the whole run reproducible from config.seed.
         self._reset_seeds = np.random.default_rng(config.seed)
         self._iteration_seconds: Dict[str, float] = {}
-        self._theta_holder: Optional[ThetaHolder] = None
         # Old stack: what training_step measured, for _compile_iteration_results_old_api_stack.
         self._old_stack_results: Dict[str, Any] = {}
         super().setup(config)
+        # Whatever holds theta (theta's snapshot, inner and meta-update): the stack is checked here, once.
+        self.theta_holder: ThetaHolder = (
+            PolicyThetaHolder(self.get_policy) if self._old_api_stack else LearnerGroupThetaHolder(self.learner_group)
+        )
 
     # --- checkpoint state ----------------------------------------------------------
     def _random_state(self) -> Dict[str, Any]:
@@ -191,15 +194,6 @@ class MAML(Algorithm):
         self._set_random_state(state.get(RANDOM_STATE_KEY))
 
     # --- coordination ------------------------------------------------------------
-    @property
-    def theta_holder(self) -> ThetaHolder:
-        """Whatever holds theta: the Learner group (new stack) or the driver's policy (old)."""
-        if self._theta_holder is None:
-            self._theta_holder = (
-                PolicyThetaHolder(self.get_policy) if self._old_api_stack else LearnerGroupThetaHolder(self.learner_group)
-            )
-        return self._theta_holder
-
     def sample_tasks(self, num_tasks: int) -> List[Any]:
         """Draws ``num_tasks`` tasks from the env's distribution (seeded by ``config.seed``)."""
         tasks = list(self._task_env.unwrapped.sample_tasks(num_tasks))

@@ -3,8 +3,8 @@
 On the new API stack theta lives in the ``MAMLTorchLearner`` (s) of a
 ``LearnerGroup``; on the old one in the driver's ``MAMLTorchPolicy``. Both expose
 the same three update methods (:class:`rllib_maml.meta_updater.MAMLUpdaterMethods`).
-``MAML.setup`` picks one :class:`ThetaHolder` implementation, so the stack is
-checked once and every call site is typed and greppable.
+``MAML.setup`` picks one :class:`ThetaHolder` implementation (``MAML.theta_holder``),
+so the stack is checked once and every call site is typed and greppable.
 """
 
 from __future__ import annotations
