@@ -14,7 +14,7 @@ $(BIN)/rllib-maml: pyproject.toml
 	touch $@
 
 demo: $(BIN)/rllib-maml
-	$(BIN)/python -m rllib_maml.quickstart
+	$(BIN)/python -m rllib_maml.tools.quickstart
 
 test: $(BIN)/rllib-maml
 	$(BIN)/python -m pytest -q

@@ -5,7 +5,7 @@
 
 Prints the per-iteration training curve, then the mean return on 10 fixed held-out
 tasks before adaptation and after one inner step, for the untrained policy and after
-training (``rllib_maml.quickstart.train_and_evaluate``). The README's MuJoCo learning
+training (``rllib_maml.tools.quickstart.train_and_evaluate``). The README's MuJoCo learning
 figures come from this script.
 """
 
@@ -18,7 +18,7 @@ import ray
 
 import rllib_maml  # noqa: F401  (registers the envs)
 from rllib_maml import MAMLConfig
-from rllib_maml.quickstart import train_and_evaluate
+from rllib_maml.tools.quickstart import train_and_evaluate
 
 
 def main() -> None:

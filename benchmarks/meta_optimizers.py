@@ -23,7 +23,7 @@ import ray
 
 import rllib_maml  # noqa: F401  (registers the envs)
 from rllib_maml import MAMLConfig
-from rllib_maml.held_out import held_out_tasks
+from rllib_maml.algorithm.env_factory import held_out_tasks
 
 OPTIMIZERS = ("ppo", "trpo", "vpg")
 

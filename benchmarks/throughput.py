@@ -36,7 +36,7 @@ from ray.rllib.algorithms.ppo import PPOConfig
 
 import rllib_maml  # noqa: F401  (registers envs and MAML)
 from rllib_maml import MAMLConfig
-from rllib_maml.maml import META_UPDATE_TIMER, SAMPLING_TIMER
+from rllib_maml.algorithm.metrics import META_UPDATE_TIMER, SAMPLING_TIMER
 
 
 @ray.remote(num_cpus=1)

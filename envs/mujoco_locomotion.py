@@ -16,7 +16,7 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import EzPickle
 
-from rllib_maml.task_settable_env import TaskSettableEnv
+from rllib_maml.core.tasks import TaskSettableEnv
 
 TaskType = TypeVar("TaskType")
 

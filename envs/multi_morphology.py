@@ -16,7 +16,7 @@ from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
 from gymnasium.utils import EzPickle, seeding
 
 from rllib_maml.envs.mujoco_locomotion import direction_task, env_options, sample_directions
-from rllib_maml.task_settable_env import TaskSettableEnv
+from rllib_maml.core.tasks import TaskSettableEnv
 
 #: A task: the morphology's name, or ``(name, direction)`` with ``directions=True``.
 MorphologyTask = Union[str, Tuple[str, float]]

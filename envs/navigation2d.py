@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils import EzPickle
 
-from rllib_maml.task_settable_env import TaskSettableEnv
+from rllib_maml.core.tasks import TaskSettableEnv
 
 
 class Navigation2DEnv(TaskSettableEnv[np.ndarray], EzPickle):

@@ -8,7 +8,7 @@ import numpy as np
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
 from gymnasium.utils import EzPickle
 
-from rllib_maml.task_settable_env import TaskSettableEnv
+from rllib_maml.core.tasks import TaskSettableEnv
 
 
 class PendulumMassEnv(PendulumEnv, TaskSettableEnv[float], EzPickle):

@@ -9,9 +9,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rllib_maml.maml_math import ForwardFn, MetaLossCoefficients, Params
-from rllib_maml.maml_rl_module import MAMLTorchRLModule, functional_forward
-from rllib_maml.rollouts import TaskBatch
+from rllib_maml.core.maml_math import ForwardFn, MAMLSettings, Params
+from rllib_maml.algorithm.rl_module import MAMLTorchRLModule, functional_forward
+from rllib_maml.core.data import TaskBatch
 
 if TYPE_CHECKING:
     from rllib_maml import MAMLTorchPolicy
@@ -86,7 +86,7 @@ def task_batches(module: MAMLTorchRLModule, num_tasks: int = 2, num_steps: int =
     return [[random_batch(module, task_index=i, step=k) for k in range(num_steps + 1)] for i in range(num_tasks)]
 
 
-def coefficients(**overrides: float) -> MetaLossCoefficients:
+def coefficients(**overrides: float) -> MAMLSettings:
     values = dict(inner_lr=0.3, clip_param=0.2, vf_loss_coeff=0.5, entropy_coeff=0.01, kl_coeff=0.0, first_order=False)
     values.update(overrides)
-    return MetaLossCoefficients(**values)
+    return MAMLSettings(**values)

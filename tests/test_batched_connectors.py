@@ -12,7 +12,7 @@ from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.core.columns import Columns
 from ray.rllib.utils.spaces.space_utils import clip_action, unsquash_action
 
-from rllib_maml.batched_connectors import BatchedNormalizeAndClipActions, FastUnBatchToIndividualItems
+from rllib_maml.algorithm.connectors import BatchedNormalizeAndClipActions, FastUnBatchToIndividualItems
 from tests.test_training import tiny_config
 
 SPACES = [

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from rllib_maml import MAMLConfig
+from rllib_maml.core.maml_math import MAMLSettings
 
 INVALID_VALUES = [
     ("inner_lr", 0.0),
@@ -71,15 +74,25 @@ def test_more_learners_than_tasks_are_rejected_and_gpus_accepted() -> None:
     with pytest.raises(ValueError, match=r"MAMLConfig\.num_learners=4 .* meta_batch_size=3"):
         base_config().training(meta_batch_size=3).learners(num_learners=4).validate()
     base_config().learners(num_learners=2, num_gpus_per_learner=1).validate()
-    assert "``num_gpus_per_learner``" in MAMLConfig.__doc__
 
 
-def test_training_parameters_are_documented() -> None:
-    doc = MAMLConfig.__doc__
-    for name in ("lr", "inner_lr", "inner_adaptation_steps", "maml_optimizer_steps", "meta_batch_size",
-                 "episodes_per_task", "first_order", "clip_param", "kl_coeff", "kl_target",
-                 "vf_loss_coeff", "entropy_coeff", "lambda_", "baseline"):
-        assert f"``{name}``" in doc, name
+def test_every_update_setting_flows_from_the_config_into_the_math_unchanged() -> None:
+    """Each field of MAMLSettings (what the inner step, the loss and the update read) takes
+    MAMLConfig's default, and a value set through training() reaches the Learner's and
+    the old-stack Policy's settings (whose config dict renames lambda_ to lambda)."""
+    defaults = MAMLSettings()
+    assert MAMLSettings.from_config(MAMLConfig()) == defaults
+    changed = dict(
+        inner_lr=0.05, clip_param=0.2, vf_loss_coeff=0.25, entropy_coeff=0.01, first_order=True, gamma=0.95,
+        lambda_=0.9, kl_coeff=0.002, kl_target=0.02, maml_optimizer_steps=3, baseline="linear", update_num_threads=1,
+        meta_optimizer="trpo", max_kl=0.02, cg_iters=7, cg_damping=1e-4, line_search_steps=9,
+        line_search_backtrack_ratio=0.5,
+    )
+    assert set(changed) == {f.name for f in dataclasses.fields(MAMLSettings)}  # a new setting is tested here too
+    config = MAMLConfig().training(**changed)
+    for settings in (MAMLSettings.from_config(config), MAMLSettings.from_config(config.to_dict())):
+        for name, value in changed.items():
+            assert getattr(settings, name) == value != getattr(defaults, name), name
 
 
 def test_an_env_runner_class_that_cannot_sample_several_tasks_is_rejected() -> None:
@@ -95,7 +108,7 @@ def test_async_vector_envs_are_rejected() -> None:
 
 
 def test_the_new_stack_samples_with_maml_env_runner() -> None:
-    from rllib_maml.maml_env_runner import MAMLEnvRunner
+    from rllib_maml.algorithm.env_runner import MAMLEnvRunner
 
     config = base_config()
     config.validate()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from rllib_maml import MAML, MAMLConfig
-from rllib_maml.maml_learner import task_share
+from rllib_maml.algorithm.learner import task_share
 
 #: float32 sums in another order; Adam divides by sqrt(v), which amplifies tiny gradient
 #: differences for near-zero gradients, hence an absolute tolerance of a small part of lr.

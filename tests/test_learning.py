@@ -2,7 +2,7 @@
 
 Thresholds were picked from measured runs of this very setting (the quickstart's:
 inner_lr 0.5, meta lr 3e-3, 10 tasks x 10 episodes per iteration, seed 0, the same
-10 held-out goals). A 15-iteration run of it (what ``python -m rllib_maml.quickstart
+10 held-out goals). A 15-iteration run of it (what ``python -m rllib_maml.tools.quickstart
 --iterations 15`` runs) raised the held-out post-adaptation return from -71.6 (untrained) to -32.2, and the default
 12 iterations (``make demo``) to -31.0: improvements of 35 to 40. Requiring +15
 leaves a wide margin for machine noise, while an untrained policy's evaluation
@@ -10,7 +10,7 @@ varies by only about +-5. The per-iteration adaptation_delta was positive in all
 iterations of the first run (2.3 to 10.8), so its mean must be > 0.
 
 The same test runs on RLlib's old API stack (``MAMLTorchPolicy``), the one config
-switch apart. Measured with ``python -m rllib_maml.quickstart --old-api-stack``: it
+switch apart. Measured with ``python -m rllib_maml.tools.quickstart --old-api-stack``: it
 gave the very same held-out returns as the new stack (-71.62 -> -31.04 after one
 step), because both stacks run the same network, update and RNG draws; the
 thresholds are therefore the same.
@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rllib_maml.quickstart import navigation2d_config, train_and_evaluate
+from rllib_maml.tools.quickstart import navigation2d_config, train_and_evaluate
 
 ITERATIONS = 12
 MIN_IMPROVEMENT = 15.0

@@ -9,8 +9,8 @@ import torch
 
 import functools
 
-from rllib_maml.maml_math import StackedBatch, batched_meta_loss, inner_loss, meta_loss, ppo_clip_loss
-from rllib_maml.maml_rl_module import batched_functional_forward
+from rllib_maml.core.maml_math import StackedBatch, batched_meta_loss, inner_loss, meta_loss, ppo_clip_loss
+from rllib_maml.algorithm.rl_module import batched_functional_forward
 from tests.helpers import coefficients, forward_of, params_of, random_batch, task_batches, tiny_module, tiny_policy
 
 #: The two implementations of the meta-loss: a loop over tasks, and all tasks stacked (the one training uses).

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from rllib_maml import MAMLConfig
-from rllib_maml.maml_math import StackedBatch, batched_meta_loss, batched_meta_terms, inner_step
-from rllib_maml.maml_rl_module import batched_functional_forward
-from rllib_maml.trpo import (
+from rllib_maml.core.maml_math import StackedBatch, batched_meta_loss, batched_meta_terms, inner_step
+from rllib_maml.algorithm.rl_module import batched_functional_forward
+from rllib_maml.core.trpo import (
     backtracking_line_search,
     conjugate_gradient,
     fisher_vector_product_fn,

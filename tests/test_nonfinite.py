@@ -20,8 +20,10 @@ from ray import cloudpickle, tune
 
 from rllib_maml import MAMLConfig, NonFiniteDataError
 from rllib_maml.envs.navigation2d import Navigation2DEnv
-from rllib_maml.meta_updater import MAMLMetaUpdater, MAMLSettings
-from rllib_maml.rollouts import TaskRollout, nonfinite_report
+from rllib_maml.algorithm.rl_module import meta_updater_for
+from rllib_maml.core.maml_math import MAMLSettings
+from rllib_maml.core.updater import MAMLMetaUpdater
+from rllib_maml.core.data import TaskRollout, nonfinite_report
 
 from helpers import tiny_module
 
@@ -103,7 +105,7 @@ def _updater(inner_lr: float) -> MAMLMetaUpdater:
         lambda_=1.0, kl_coeff=0.0, kl_target=0.01, maml_optimizer_steps=1, baseline="value_function",
         update_num_threads=1,
     )
-    return MAMLMetaUpdater.for_module(module, lambda loss: None, settings)
+    return meta_updater_for(module, lambda loss: None, settings)
 
 
 def _rollout(step: int, reward: float = 1.0) -> TaskRollout:

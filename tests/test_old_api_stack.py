@@ -19,7 +19,7 @@ import torch
 from ray.rllib.policy.sample_batch import SampleBatch
 
 from rllib_maml import MAML, MAMLConfig, MAMLTorchPolicy
-from rllib_maml.maml_math import meta_loss
+from rllib_maml.core.maml_math import meta_loss
 from tests.helpers import coefficients, task_batches, tiny_policy
 from tests.test_meta_gradient import autograd_meta_gradient
 from tests.test_training import _flatten, theta, tiny_config

@@ -21,7 +21,7 @@ from typing import Dict, List
 
 import pytest
 
-from rllib_maml.cli import EXIT_USAGE, main
+from rllib_maml.tools.cli import EXIT_USAGE, main
 
 ROOT = Path(__file__).resolve().parents[1]
 NAV2D = ROOT / "tuned_examples" / "navigation2d.yaml"
@@ -34,7 +34,7 @@ TINY = ["meta_batch_size=1", "episodes_per_task=1", "num_envs_per_env_runner=1",
 def train_command(output: Path, *extra: str) -> List[str]:
     overrides = [a for o in TINY for a in ("--config-override", o)]
     return [
-        sys.executable, "-m", "rllib_maml.cli", "train", str(NAV2D), "--stop-iters", str(STOP_ITERS),
+        sys.executable, "-m", "rllib_maml.tools.cli", "train", str(NAV2D), "--stop-iters", str(STOP_ITERS),
         "--num-env-runners", "0", "--checkpoint-freq", "1", "--output", str(output), *overrides, *extra,
     ]
 

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from ray.rllib.core.columns import Columns
-from rllib_maml.maml_rl_module import MAMLTorchRLModule, MaskedDiagGaussian
+from rllib_maml.algorithm.rl_module import MAMLTorchRLModule
+from rllib_maml.core.distributions import MaskedDiagGaussian
 from tests.helpers import tiny_module
 
 

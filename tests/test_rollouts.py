@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rllib_maml.rollouts import TaskRollout, value_targets_and_advantages
+from rllib_maml.core.data import TaskRollout, value_targets_and_advantages
 
 
 def two_episode_rollout(terminated: tuple[bool, bool]) -> TaskRollout:
@@ -57,7 +57,7 @@ def test_gae_lambda_stays_inside_each_episode() -> None:
 
 def test_linear_baseline_fits_returns_in_its_feature_span() -> None:
     """Constant rewards, gamma = 1: the return-to-go ``T - t`` is linear in the time feature."""
-    from rllib_maml.rollouts import linear_baseline_values
+    from rllib_maml.core.data import linear_baseline_values
 
     rng = np.random.default_rng(0)
     lengths = [30, 30, 30]
@@ -78,7 +78,7 @@ def test_linear_baseline_fits_returns_in_its_feature_span() -> None:
 
 def test_the_update_uses_the_linear_baseline_when_configured() -> None:
     """``baseline="linear"``: every batch's value targets come from the fitted baseline, not the value MLP."""
-    from rllib_maml.rollouts import linear_baseline_values, value_targets_and_advantages
+    from rllib_maml.core.data import linear_baseline_values, value_targets_and_advantages
     from tests.helpers import tiny_policy
 
     rng = np.random.default_rng(1)

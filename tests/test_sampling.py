@@ -58,7 +58,7 @@ def constant_policy(theta: dict, action: float) -> dict:
 def test_one_runner_samples_each_task_with_its_own_weights(ray_session: None, num_env_runners: int) -> None:
     """Three tasks on one runner of 4 sub-envs: every episode acts with its task's weights and
     is rewarded by its task's goal."""
-    from rllib_maml.maml_env_runner import MAMLEnvRunner
+    from rllib_maml.algorithm.env_runner import MAMLEnvRunner
 
     algo = (
         tiny_config("rllib_maml/Navigation2D-v0", num_env_runners=num_env_runners, episodes_per_task=3)

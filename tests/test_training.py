@@ -181,7 +181,7 @@ def test_tune_runs_maml_by_name_with_a_maml_stop_criterion(ray_session: None, tm
 
 def test_periodic_held_out_evaluation_reports_the_adaptation_curve(ray_session: None) -> None:
     """``evaluation_interval`` runs the meta-test on fixed held-out tasks; its samples are not training's."""
-    from rllib_maml.held_out import held_out_tasks
+    from rllib_maml.algorithm.env_factory import held_out_tasks
 
     def build(evaluate: bool) -> MAML:
         config = tiny_config()

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from rllib_maml import MAMLConfig
-from rllib_maml.cli import EXIT_USAGE, main
-from rllib_maml.video import make_render_env
-from rllib_maml.yaml_experiment import UserError
+from rllib_maml.tools.cli import EXIT_USAGE, main
+from rllib_maml.tools.video import make_render_env
+from rllib_maml.tools.errors import UserError
 
 from test_cli import TUNED, checkpoints_under, train_args
 

@@ -1,4 +1,4 @@
-"""Classic Tune experiment YAML files -> RLlib ``AlgorithmConfig`` -> ``tune.Tuner`` run.
+"""Classic Tune experiment YAML files -> RLlib ``AlgorithmConfig`` (run by :mod:`.tune_run`).
 
 A file holds one experiment in the classic Tune format::
 
@@ -22,10 +22,12 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, Optional, Sequence
 
 import gymnasium as gym
 import yaml
+
+from rllib_maml.tools.errors import UserError
 
 #: Top-level keys of an experiment (besides ``run``, ``env``, ``stop``, ``config``).
 CHECKPOINT_KEYS = ("checkpoint_freq", "checkpoint_at_end", "keep_checkpoints_num")
@@ -33,10 +35,6 @@ EXPERIMENT_KEYS = ("run", "env", "stop", "config", "num_samples") + CHECKPOINT_K
 #: The step budget key of the tuned examples (Tune's ``stop`` criterion).
 STEP_BUDGET_KEY = "num_env_steps_sampled_lifetime"
 EXPECTED_FORMAT = "NAME: {run: ALGO, env: ENV_ID, stop: {...}, config: {...}}"
-
-
-class UserError(Exception):
-    """A mistake in the command line or its inputs; the CLI prints it as one line."""
 
 
 @dataclasses.dataclass
@@ -182,38 +180,16 @@ def algorithm_class(run: str) -> type:
     return cls
 
 
-def is_task_env(env: gym.Env) -> bool:
-    """Whether ``env`` implements MAML's task interface (an ``rllib_maml`` env)."""
-    from rllib_maml.task_settable_env import missing_task_methods
-
-    return not missing_task_methods(env)
-
-
 def make_env(env_spec: Any, env_config: Dict[str, Any]) -> gym.Env:
     """Creates one env as RLlib's EnvRunners would; :class:`UserError` if that fails."""
-    from ray.rllib.env.env_context import EnvContext
-    from ray.tune.registry import ENV_CREATOR, _global_registry
-
-    from ray.rllib.utils.serialization import deserialize_type
+    from rllib_maml.algorithm.env_factory import make_env as make
 
     if not isinstance(env_spec, str):
         raise UserError(f"env must be a gymnasium id, a Tune-registered name or a class path, got {env_spec!r}")
     try:
-        if _global_registry.contains(ENV_CREATOR, env_spec):
-            return _global_registry.get(ENV_CREATOR, env_spec)(EnvContext(env_config, worker_index=0))
-        if env_spec in gym.registry or ":" in env_spec:  # "module:EnvId" imports module first
-            return gym.make(env_spec, **env_config)
-        env_class = deserialize_type(env_spec) if "." in env_spec else None
-        if isinstance(env_class, type) and issubclass(env_class, gym.Env):
-            return env_class(EnvContext(env_config, worker_index=0))
-        raise UserError(
-            f"unknown env {env_spec!r}: not a registered gymnasium id, Tune env name or gymnasium.Env class path"
-        )
-    except UserError:
-        raise
-    except Exception as err:  # the env's own constructor: report, don't trace
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"env {env_spec!r} cannot be made with env_config={env_config}: {first}") from None
+        return make(env_spec, env_config)
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 def build_config(spec: ExperimentSpec) -> Any:
@@ -233,8 +209,9 @@ def build_config(spec: ExperimentSpec) -> Any:
 def _build_config(spec: ExperimentSpec) -> Any:
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    from rllib_maml.maml import MAML
-    from rllib_maml.maml_rl_module import ACTION_MASKS_KEY, MAMLTorchRLModule
+    from rllib_maml.algorithm.maml import MAML
+    from rllib_maml.algorithm.env_factory import action_masks, is_task_env
+    from rllib_maml.algorithm.rl_module import ACTION_MASKS_KEY, MAMLTorchRLModule
 
     cls = algorithm_class(spec.run)
     config = cls.get_default_config()
@@ -259,9 +236,9 @@ def _build_config(spec: ExperimentSpec) -> Any:
     try:
         if is_task_env(env) and not issubclass(cls, MAML):
             module_config = dict(model_config or {})
-            masks = getattr(env.unwrapped, "action_mask_table", None)
+            masks = action_masks(env)
             if masks is not None:
-                module_config.setdefault(ACTION_MASKS_KEY, [[float(x) for x in row] for row in masks])
+                module_config.setdefault(ACTION_MASKS_KEY, masks)
             config.rl_module(rl_module_spec=RLModuleSpec(module_class=MAMLTorchRLModule), model_config=module_config)
     finally:
         env.close()
@@ -307,97 +284,3 @@ def required_cpus(config: Any) -> float:
     except Exception:  # a search space or an exotic config: leave the check to Tune
         return 0.0
     return float(resources.get("CPU", 0.0))
-
-
-# --- running -----------------------------------------------------------------------
-@dataclasses.dataclass
-class TrainOutcome:
-    """Where a ``train`` run left its results, per trial."""
-
-    experiment_path: str
-    trial_paths: List[str]
-    checkpoints: List[Optional[str]]
-    errors: List[str]
-    last_results: List[Dict[str, Any]]
-
-
-#: Seconds between saves of Tune's experiment state (which trials exist, their newest
-#: checkpoint). Tune's default is at least 10 s, so a run killed soon after a checkpoint
-#: was restored from an older one and overwrote the newer checkpoints; 0 saves it after
-#: every result (a few hundred kB each time).
-EXPERIMENT_STATE_PERIOD_S = "0"
-
-
-def experiment_path(spec: ExperimentSpec, storage_path: Optional[str]) -> Path:
-    """Where Tune keeps ``spec``'s experiment: ``<storage_path or ~/ray_results>/<name>``."""
-    root = Path(storage_path).expanduser() if storage_path else Path("~/ray_results").expanduser()
-    return root.resolve() / spec.name
-
-
-def resumable_path(spec: ExperimentSpec, storage_path: Optional[str]) -> Path:
-    """The experiment folder that ``--resume`` continues; a :class:`UserError` if there is none."""
-    from ray import tune
-
-    path = experiment_path(spec, storage_path)
-    if not tune.Tuner.can_restore(str(path)):
-        raise UserError(f"--resume: no Tune experiment to resume at {path} (run the same command without --resume first)")
-    return path
-
-
-def run_experiment(
-    spec: ExperimentSpec, config: Any, storage_path: Optional[str] = None, resume: bool = False
-) -> TrainOutcome:
-    """Runs ``spec`` with ``tune.Tuner``: Tune's progress output, JSON/CSV/TensorBoard
-    logs and a checkpoint at the end (and every ``checkpoint_freq`` iterations).
-
-    With ``resume``, continues the experiment of the same name under ``storage_path``
-    (``tune.Tuner.restore``): unfinished and failed trials go on from their newest
-    checkpoint, with their iteration count and env-step counters, and new checkpoints
-    get new numbers. Its stop criteria and checkpoint settings are the original run's.
-    """
-    import os
-
-    from ray import tune
-
-    # Read when Tune's controller starts; a user's own setting wins.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
-    if resume:
-        path = resumable_path(spec, storage_path)
-        tuner = tune.Tuner.restore(
-            str(path), trainable=spec.run, param_space=config, resume_unfinished=True, resume_errored=True
-        )
-    else:
-        checkpoint_config = tune.CheckpointConfig(
-            checkpoint_frequency=spec.checkpoint_freq,
-            checkpoint_at_end=True,
-            num_to_keep=spec.keep_checkpoints_num,
-        )
-        tuner = tune.Tuner(
-            spec.run,
-            param_space=config,
-            tune_config=tune.TuneConfig(num_samples=spec.num_samples),
-            run_config=tune.RunConfig(
-                name=spec.name,
-                storage_path=str(Path(storage_path).resolve()) if storage_path else None,
-                stop=spec.stop,
-                checkpoint_config=checkpoint_config,
-            ),
-        )
-    grid = tuner.fit()
-    results = [grid[i] for i in range(len(grid))]
-    return TrainOutcome(
-        experiment_path=grid.experiment_path,
-        trial_paths=[r.path for r in results],
-        checkpoints=[r.checkpoint.path if r.checkpoint else None for r in results],
-        errors=[_trial_error(r) for r in results if r.error is not None],
-        last_results=[dict(r.metrics or {}) for r in results],
-    )
-
-
-def _trial_error(result: Any) -> str:
-    """One line for a failed trial: the error's last line and where its traceback is."""
-    error = result.error
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    text = f"{type(error).__name__}: {lines[-1] if lines else ''}"
-    details = Path(result.path) / "error.txt"
-    return f"{text} (traceback: {details})" if details.is_file() else text

@@ -12,11 +12,14 @@ from ray.rllib.models.action_dist import ActionDistribution
 from ray.rllib.models.modelv2 import ModelV2
 from ray.rllib.policy.sample_batch import SampleBatch
 from ray.rllib.policy.torch_policy_v2 import TorchPolicyV2
+from ray.rllib.utils.annotations import override
 from ray.rllib.utils.torch_utils import clip_gradients
 
-from rllib_maml.maml_torch_model import MAMLTorchModel, TorchMaskedDiagGaussian
-from rllib_maml.meta_updater import MAMLMetaUpdater, MAMLSettings, MAMLUpdaterMethods
-from rllib_maml.rollouts import TaskRollout
+from rllib_maml.old_stack.model import MAMLTorchModel, TorchMaskedDiagGaussian
+from rllib_maml.algorithm.rl_module import meta_updater_for
+from rllib_maml.core.maml_math import MAMLSettings
+from rllib_maml.core.updater import MAMLUpdaterMethods
+from rllib_maml.core.data import TaskRollout
 
 
 class MAMLTorchPolicy(MAMLUpdaterMethods, TorchPolicyV2):
@@ -28,11 +31,11 @@ class MAMLTorchPolicy(MAMLUpdaterMethods, TorchPolicyV2):
     RolloutWorker) holds theta and its Adam optimizer and runs the meta-update; the
     policies on the RolloutWorkers sample, loading each task's adapted weights
     through the inner-adaptation hook
-    :func:`rllib_maml.runner_hooks.sample_task_on_rollout_worker`.
+    :func:`rllib_maml.old_stack.sampler.sample_task_on_rollout_worker`.
 
     The network is the new stack's :class:`~rllib_maml.MAMLTorchRLModule` (inside
-    :class:`~rllib_maml.maml_torch_model.MAMLTorchModel`), and the update is the
-    same :class:`~rllib_maml.meta_updater.MAMLMetaUpdater` the new stack's Learner
+    :class:`~rllib_maml.old_stack.model.MAMLTorchModel`), and the update is the
+    same :class:`~rllib_maml.core.updater.MAMLMetaUpdater` the new stack's Learner
     uses: both stacks compute the same meta-gradient from the same data.
 
     Public methods (as on :class:`~rllib_maml.MAMLTorchLearner`): ``theta_weights()``,
@@ -46,12 +49,13 @@ class MAMLTorchPolicy(MAMLUpdaterMethods, TorchPolicyV2):
         if config.get("torch_num_threads") is not None:
             torch.set_num_threads(config["torch_num_threads"])
         super().__init__(observation_space, action_space, config, max_seq_len=config["model"]["max_seq_len"])
-        self.maml = MAMLMetaUpdater.for_module(
+        self.maml = meta_updater_for(
             self.model.rl_module, self._apply_meta_gradient, MAMLSettings.from_config(self.config)
         )
         # Fixes the view requirements (a forward pass on a dummy batch), as every TorchPolicyV2 must.
         self._initialize_loss_from_dummy_batch()
 
+    @override(TorchPolicyV2)
     def make_model_and_action_dist(self) -> Tuple[ModelV2, Type[ActionDistribution]]:
         num_outputs = TorchMaskedDiagGaussian.required_model_output_shape(self.action_space, self.config["model"])
         model = MAMLTorchModel(
@@ -85,15 +89,18 @@ class MAMLTorchPolicy(MAMLUpdaterMethods, TorchPolicyV2):
         self.model.train()
         return super().meta_update(rollouts)
 
+    @override(TorchPolicyV2)
     def learn_on_batch(self, postprocessed_batch: SampleBatch) -> Dict[str, Any]:
         raise NotImplementedError(
             "MAMLTorchPolicy trains through meta_update(); Policy.learn_on_batch() is not used by MAML."
         )
 
     # --- checkpoint state ----------------------------------------------------------
+    @override(TorchPolicyV2)
     def get_state(self) -> Dict[str, Any]:
         return self.maml.save_to(super().get_state())
 
+    @override(TorchPolicyV2)
     def set_state(self, state: Dict[str, Any]) -> None:
         super().set_state(state)
         self.maml.restore_from(state)

@@ -2,9 +2,10 @@
 
 The new stack's :class:`rllib_maml.MAMLTorchLearner` and the old stack's
 :class:`rllib_maml.MAMLTorchPolicy` each own a network and an optimizer; both hand
-them to one :class:`MAMLMetaUpdater`, which turns labelled rollouts into
-:class:`~rllib_maml.rollouts.TaskBatch` es and calls the pure functions of
-:mod:`rllib_maml.maml_math`. So the loss, the inner step and the KL rule exist once.
+them to one :class:`MAMLMetaUpdater` (through
+:func:`rllib_maml.algorithm.rl_module.meta_updater_for`), which turns labelled rollouts into
+:class:`~rllib_maml.core.data.TaskBatch` es and calls the pure functions of
+:mod:`rllib_maml.core.maml_math`. So the loss, the inner step and the KL rule exist once.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ import dataclasses
 import functools
 import math
 import os
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from rllib_maml.maml_math import (
+from rllib_maml.core.maml_math import (
     BatchedForwardFn,
     ForwardFn,
-    MetaLossCoefficients,
+    MAMLSettings,
     Params,
     StackedBatch,
     batched_adaptation_path,
@@ -31,9 +32,8 @@ from rllib_maml.maml_math import (
     stack_params,
     update_kl_coeff,
 )
-from rllib_maml.maml_rl_module import MAMLTorchRLModule, batched_functional_forward, functional_forward
-from rllib_maml.trpo import backtracking_line_search, fisher_vector_product_fn, flatten, natural_step, unflatten
-from rllib_maml.rollouts import NonFiniteDataError, TaskBatch, TaskRollout, linear_baseline_values, task_batch
+from rllib_maml.core.trpo import backtracking_line_search, fisher_vector_product_fn, flatten, natural_step, unflatten
+from rllib_maml.core.data import NonFiniteDataError, TaskBatch, TaskRollout, linear_baseline_values, task_batch
 
 #: Checkpoint-state key of the adaptive KL coefficient (Learner and Policy state alike).
 KL_COEFF_STATE_KEY = "maml_kl_coeff"
@@ -51,43 +51,6 @@ def padded_obs(rollouts: Sequence[TaskRollout], like: Params) -> torch.Tensor:
 def numpy_copy(params: Params) -> Dict[str, np.ndarray]:
     """Detached numpy copies of ``params`` (later optimizer steps do not change them)."""
     return {name: p.detach().cpu().numpy().copy() for name, p in params.items()}
-
-
-@dataclasses.dataclass(frozen=True)
-class MAMLSettings:
-    """The hyperparameters the update reads, taken from a ``MAMLConfig`` or its dict form."""
-
-    inner_lr: float
-    clip_param: float
-    vf_loss_coeff: float
-    entropy_coeff: float
-    first_order: bool
-    gamma: float
-    lambda_: float
-    kl_coeff: float
-    kl_target: float
-    maml_optimizer_steps: int
-    baseline: str
-    update_num_threads: Optional[int]
-    meta_optimizer: str = "ppo"
-    max_kl: float = 0.01
-    cg_iters: int = 10
-    cg_damping: float = 1e-5
-    line_search_steps: int = 15
-    line_search_backtrack_ratio: float = 0.8
-
-    @classmethod
-    def from_config(cls, config: Any) -> "MAMLSettings":
-        """Reads a ``MAMLConfig`` (the Learner's) or the config dict a Policy gets.
-
-        ``AlgorithmConfig.to_dict()`` renames ``lambda_`` to ``lambda``.
-        """
-        if isinstance(config, Mapping):
-            values = dict(config)
-            values.setdefault("lambda_", values.get("lambda"))
-        else:
-            values = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if hasattr(config, f.name)}
-        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
 class MAMLMetaUpdater:
@@ -126,24 +89,6 @@ class MAMLMetaUpdater:
         self.settings = settings
         self.kl_coeff: float = float(settings.kl_coeff)
 
-    @classmethod
-    def for_module(
-        cls,
-        module: MAMLTorchRLModule,
-        apply_meta_gradient: Callable[[torch.Tensor], None],
-        settings: MAMLSettings,
-        average_stats: Optional[Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]] = None,
-    ) -> "MAMLMetaUpdater":
-        """The updater of ``module``'s own parameters (the network of both API stacks)."""
-        return cls(
-            forward=functools.partial(functional_forward, module),
-            batched_forward=functools.partial(batched_functional_forward, module),
-            theta=lambda: dict(module.named_parameters()),
-            apply_meta_gradient=apply_meta_gradient,
-            settings=settings,
-            average_stats=average_stats,
-        )
-
     def save_to(self, state: Dict[str, Any]) -> Dict[str, Any]:
         """Adds the update's own state (the adaptive KL coefficient) to a checkpoint state."""
         state[KL_COEFF_STATE_KEY] = self.kl_coeff
@@ -154,17 +99,9 @@ class MAMLMetaUpdater:
         if KL_COEFF_STATE_KEY in state:
             self.kl_coeff = float(state[KL_COEFF_STATE_KEY])
 
-    def coefficients(self) -> MetaLossCoefficients:
-        s = self.settings
-        return MetaLossCoefficients(
-            inner_lr=s.inner_lr,
-            clip_param=s.clip_param,
-            vf_loss_coeff=s.vf_loss_coeff,
-            entropy_coeff=s.entropy_coeff,
-            kl_coeff=self.kl_coeff,
-            first_order=s.first_order,
-            meta_optimizer=s.meta_optimizer,
-        )
+    def coefficients(self) -> MAMLSettings:
+        """The settings with today's adaptive KL coefficient: what the math reads."""
+        return dataclasses.replace(self.settings, kl_coeff=self.kl_coeff)
 
     def batches_and_path(
         self, rollouts: Sequence[Sequence[TaskRollout]], extend_path: bool

@@ -29,7 +29,7 @@ from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.utils.annotations import override
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
-from rllib_maml.rollouts import TaskRollout
+from rllib_maml.core.data import TaskRollout
 
 #: Extra sampling rounds allowed for tasks whose episodes ended early (terminations).
 MAX_TOP_UP_ROUNDS = 20

@@ -2,7 +2,7 @@
 
 On the new API stack theta lives in the ``MAMLTorchLearner`` (s) of a
 ``LearnerGroup``; on the old one in the driver's ``MAMLTorchPolicy``. Both expose
-the same three update methods (:class:`rllib_maml.meta_updater.MAMLUpdaterMethods`).
+the same three update methods (:class:`rllib_maml.core.updater.MAMLUpdaterMethods`).
 ``MAML.setup`` picks one :class:`ThetaHolder` implementation (``MAML.theta_holder``),
 so the stack is checked once and every call site is typed and greppable.
 """
@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Protocol, Sequence, runtime_checka
 import numpy as np
 from ray.rllib.core.learner.learner_group import LearnerGroup
 
-from rllib_maml.rollouts import TaskRollout
+from rllib_maml.core.data import TaskRollout
 
 Weights = Dict[str, np.ndarray]
 

@@ -25,7 +25,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from rllib_maml.yaml_experiment import UserError
+from rllib_maml.tools.errors import UserError
 
 #: Exit status for input mistakes (as argparse's own usage errors).
 EXIT_USAGE = 2
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_eval_args(parser: argparse.ArgumentParser) -> None:
-    from rllib_maml.compare import HELD_OUT_SEED
+    from rllib_maml.tools.compare import HELD_OUT_SEED
 
     parser.add_argument("--tasks", type=_positive_int, default=10, help="held-out tasks (default: %(default)s)")
     parser.add_argument("--steps", type=_non_negative_int, default=3, help="inner adaptation steps K (default: %(default)s)")
@@ -103,7 +103,8 @@ def _add_eval_args(parser: argparse.ArgumentParser) -> None:
 
 # --- commands ----------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from rllib_maml import yaml_experiment as ye
+    from rllib_maml.tools import experiment as ye
+    from rllib_maml.tools import tune_run
 
     spec = ye.apply_overrides(
         ye.load_experiment(args.file),
@@ -116,25 +117,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = ye.build_config(spec)
     _check_cpus(ye.required_cpus(config))
     if args.resume:  # before Ray starts: the run exists and its newest checkpoints are readable
-        from rllib_maml.compare import check_checkpoint_files, newest_checkpoints
+        from rllib_maml.tools.checkpoints import check_checkpoint_files, newest_checkpoints
 
-        for checkpoint in newest_checkpoints(ye.resumable_path(spec, args.output)):
+        for checkpoint in newest_checkpoints(tune_run.resumable_path(spec, args.output)):
             check_checkpoint_files(checkpoint, "--resume")
-    elif ye.experiment_path(spec, args.output).exists():
+    elif tune_run.experiment_path(spec, args.output).exists():
         print(
-            f"rllib-maml: note: {ye.experiment_path(spec, args.output)} exists; this starts a new run beside it "
+            f"rllib-maml: note: {tune_run.experiment_path(spec, args.output)} exists; this starts a new run beside it "
             "(add --resume to continue that one)",
             file=sys.stderr,
         )
     with _ray_started():
-        outcome = ye.run_experiment(spec, config, args.output, resume=args.resume)
+        outcome = tune_run.run_experiment(spec, config, args.output, resume=args.resume)
     print(f"\nExperiment:  {outcome.experiment_path}")
     for trial_path, checkpoint, result in zip(outcome.trial_paths, outcome.checkpoints, outcome.last_results):
         print(f"Results:     {trial_path}")
         print(f"Checkpoint:  {checkpoint or '(none written)'}")
-        maml = result.get("maml") or {}
-        if "adaptation_delta" in maml:
-            print(f"Last maml/adaptation_delta: {float(maml['adaptation_delta']):.3f}")
+        from rllib_maml.algorithm.metrics import ADAPTATION_DELTA, MAML_RESULTS
+
+        maml = result.get(MAML_RESULTS) or {}
+        if ADAPTATION_DELTA in maml:
+            print(f"Last {MAML_RESULTS}/{ADAPTATION_DELTA}: {float(maml[ADAPTATION_DELTA]):.3f}")
     print(f"TensorBoard: tensorboard --logdir {outcome.experiment_path}")
     for error in outcome.errors:
         print(f"rllib-maml: error: a trial failed: {error}", file=sys.stderr)
@@ -142,7 +145,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from rllib_maml import compare as cmp
+    from rllib_maml.tools import compare as cmp
 
     plan = cmp.plan_compare(args.maml, args.ppo)
     with _ray_started():
@@ -157,7 +160,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from rllib_maml import compare as cmp
+    from rllib_maml.tools import compare as cmp
 
     info = cmp.plan_evaluate(args.checkpoint)
     if args.ppo and not args.video:

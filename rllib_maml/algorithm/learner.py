@@ -6,7 +6,7 @@ which fits their supervised example. MAML for RL needs one ``theta'_i`` per task
 each from that task's own pre-adaptation data, with the outer loss on that task's
 post-adaptation data sampled by ``theta'_i``. So this Learner keeps RLlib's
 ``TorchLearner`` machinery (module, Adam optimizer, gradient clipping, checkpoint
-state) and puts the per-task math of :mod:`rllib_maml.maml_math` around it.
+state) and puts the per-task math of :mod:`rllib_maml.core.maml_math` around it.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 
-from rllib_maml.meta_updater import MAMLMetaUpdater, MAMLSettings, MAMLUpdaterMethods
-from rllib_maml.rollouts import TaskRollout
+from rllib_maml.algorithm.rl_module import meta_updater_for
+from rllib_maml.core.maml_math import MAMLSettings
+from rllib_maml.core.updater import MAMLUpdaterMethods
+from rllib_maml.core.data import TaskRollout
 
 
 def task_share(num_tasks: int, rank: int, world_size: int) -> slice:
@@ -41,7 +43,7 @@ class MAMLTorchLearner(MAMLUpdaterMethods, TorchLearner):
         ``adapted_weights(rollouts)``: ``theta'_i`` for every task, as numpy arrays.
         ``meta_update(rollouts)``: ``maml_optimizer_steps`` Adam steps on the meta-loss.
 
-    The work is done by :class:`rllib_maml.meta_updater.MAMLMetaUpdater`, shared with
+    The work is done by :class:`rllib_maml.core.updater.MAMLMetaUpdater`, shared with
     the old stack's :class:`rllib_maml.MAMLTorchPolicy`; this class supplies RLlib's
     optimizer step (Adam, gradient clipping) and checkpoint state.
 
@@ -67,7 +69,7 @@ class MAMLTorchLearner(MAMLUpdaterMethods, TorchLearner):
             # Each Learner built its own random init; start all from Learner 0's theta.
             for parameter in self.module[DEFAULT_MODULE_ID].parameters():
                 dist.broadcast(parameter.data, src=0)
-        self.maml = MAMLMetaUpdater.for_module(
+        self.maml = meta_updater_for(
             self.module[DEFAULT_MODULE_ID], self._apply_meta_gradient, MAMLSettings.from_config(self.config),
             average_stats=self._average_over_learners if self._world_size > 1 else None,
         )

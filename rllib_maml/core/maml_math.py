@@ -10,12 +10,12 @@ The Learner is a thin shell around these functions; tests call them directly.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from rllib_maml.maml_rl_module import MaskedDiagGaussian
-from rllib_maml.rollouts import TaskBatch
+from rllib_maml.core.distributions import MaskedDiagGaussian
+from rllib_maml.core.data import TaskBatch
 
 Params = Dict[str, torch.Tensor]
 #: ``forward(params, obs [B, obs_dim]) -> (action distribution, values [B])``.
@@ -23,18 +23,48 @@ ForwardFn = Callable[[Params, torch.Tensor], Tuple[MaskedDiagGaussian, torch.Ten
 
 
 @dataclasses.dataclass(frozen=True)
-class MetaLossCoefficients:
-    """The hyperparameters of the inner step and the meta-loss (see ``MAMLConfig``)."""
+class MAMLSettings:
+    """Every hyperparameter the inner step, the meta-loss and the update read: the one
+    object that flows from ``MAMLConfig`` (whose defaults these are) into the math.
 
-    inner_lr: float
-    clip_param: float
-    vf_loss_coeff: float
-    entropy_coeff: float
-    kl_coeff: float
-    first_order: bool
-    #: ``"ppo"``: clipped surrogate + KL penalty; ``"vpg"`` and ``"trpo"``: the plain
-    #: importance-weighted surrogate (TRPO's trust region is a constraint, not a penalty).
+    ``kl_coeff`` is the KL penalty's coefficient: the initial one in the config, the
+    current adaptive one (``MAMLMetaUpdater.coefficients()``) when the loss reads it.
+    ``meta_optimizer``: ``"ppo"``, clipped surrogate + KL penalty; ``"vpg"`` and
+    ``"trpo"``, the plain importance-weighted surrogate (TRPO's trust region is a
+    constraint, not a penalty).
+    """
+
+    inner_lr: float = 0.1
+    clip_param: float = 0.3
+    vf_loss_coeff: float = 0.5
+    entropy_coeff: float = 0.0
+    first_order: bool = False
+    gamma: float = 0.99
+    lambda_: float = 1.0
+    kl_coeff: float = 0.0005
+    kl_target: float = 0.01
+    maml_optimizer_steps: int = 5
+    baseline: str = "value_function"
+    update_num_threads: Optional[int] = None
     meta_optimizer: str = "ppo"
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    line_search_steps: int = 15
+    line_search_backtrack_ratio: float = 0.8
+
+    @classmethod
+    def from_config(cls, config: Any) -> "MAMLSettings":
+        """Reads a ``MAMLConfig`` (the Learner's) or the config dict a Policy gets.
+
+        ``AlgorithmConfig.to_dict()`` renames ``lambda_`` to ``lambda``.
+        """
+        if isinstance(config, Mapping):
+            values = dict(config)
+            values.setdefault("lambda_", values.get("lambda"))
+        else:
+            values = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if hasattr(config, f.name)}
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
 def inner_loss(forward: ForwardFn, params: Params, batch: TaskBatch, vf_loss_coeff: float) -> torch.Tensor:
@@ -79,7 +109,7 @@ def adaptation_path(
     forward: ForwardFn,
     params: Params,
     inner_batches: Sequence[TaskBatch],
-    coeffs: MetaLossCoefficients,
+    coeffs: MAMLSettings,
     create_graph: bool,
 ) -> List[Params]:
     """``[theta^0, theta^1, ..., theta^k]``: ``theta^{j+1}`` is one inner step on ``inner_batches[j]``."""
@@ -90,7 +120,7 @@ def adaptation_path(
 
 
 def ppo_clip_loss(
-    forward: ForwardFn, params: Params, batch: TaskBatch, coeffs: MetaLossCoefficients
+    forward: ForwardFn, params: Params, batch: TaskBatch, coeffs: MAMLSettings
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """PPO's clipped surrogate + value loss - entropy bonus of ``params`` on ``batch``."""
     dist, values = forward(params, batch.obs)
@@ -113,7 +143,7 @@ def meta_loss(
     forward: ForwardFn,
     params: Params,
     task_batches: Sequence[Sequence[TaskBatch]],
-    coeffs: MetaLossCoefficients,
+    coeffs: MAMLSettings,
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """The MAML meta-objective, averaged over tasks.
 
@@ -252,7 +282,7 @@ def _batched_step(
 
 
 def batched_adaptation_path(
-    forward: BatchedForwardFn, params: Params, inner_batches: Sequence[StackedBatch], coeffs: MetaLossCoefficients
+    forward: BatchedForwardFn, params: Params, inner_batches: Sequence[StackedBatch], coeffs: MAMLSettings
 ) -> List[Params]:
     """:func:`adaptation_path` for all tasks at once, without a graph: stacked ``theta^0..theta^k``."""
     path = [params]
@@ -265,7 +295,7 @@ def batched_adaptation_path(
 
 
 def batched_meta_terms(
-    forward: BatchedForwardFn, params: Params, steps: Sequence[StackedBatch], coeffs: MetaLossCoefficients
+    forward: BatchedForwardFn, params: Params, steps: Sequence[StackedBatch], coeffs: MAMLSettings
 ) -> Dict[str, torch.Tensor]:
     """The meta-objective's per-task terms ``[M]``, differentiable w.r.t. ``params`` through the inner steps.
 
@@ -301,7 +331,7 @@ def batched_meta_terms(
 
 
 def batched_meta_loss(
-    forward: BatchedForwardFn, params: Params, steps: Sequence[StackedBatch], coeffs: MetaLossCoefficients
+    forward: BatchedForwardFn, params: Params, steps: Sequence[StackedBatch], coeffs: MAMLSettings
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """:func:`meta_loss` with the tasks stacked: the same value and gradient, in one pass per step.
 

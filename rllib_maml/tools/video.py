@@ -18,8 +18,8 @@ import torch
 
 from ray.rllib.core.columns import Columns
 
-from rllib_maml.maml_rl_module import MaskedDiagGaussian
-from rllib_maml.yaml_experiment import UserError
+from rllib_maml.core.distributions import MaskedDiagGaussian
+from rllib_maml.tools.errors import UserError
 
 #: Render size (pixels); MuJoCo's default of 480 makes GIFs of several MB.
 FRAME_SIZE = 240

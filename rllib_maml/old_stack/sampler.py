@@ -2,7 +2,7 @@
 
 A RolloutWorker's policy holds one set of weights, so it serves one task at a time;
 its vectorized sub-envs all get that task and yield its episodes in parallel. (The
-new stack samples several tasks per runner at once: :mod:`rllib_maml.maml_env_runner`.)
+new stack samples several tasks per runner at once: :mod:`rllib_maml.algorithm.env_runner`.)
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ray.rllib.evaluation.rollout_worker import RolloutWorker
 from ray.rllib.policy.sample_batch import SampleBatch
 from ray.rllib.utils.spaces.space_utils import clip_action, unsquash_action
 
-from rllib_maml.rollouts import TaskRollout
+from rllib_maml.core.data import TaskRollout
 
 
 def sample_task_on_rollout_worker(

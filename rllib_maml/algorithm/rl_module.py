@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+import functools
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import gymnasium as gym
 import numpy as np
@@ -10,9 +11,13 @@ import torch
 from torch import nn
 
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.distribution.torch.torch_distribution import TorchDiagGaussian
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+from ray.rllib.utils.annotations import override
+
+from rllib_maml.core.distributions import MaskedDiagGaussian
+from rllib_maml.core.maml_math import MAMLSettings
+from rllib_maml.core.updater import MAMLMetaUpdater
 
 #: model_config key: optional ``[num_groups, action_dim]`` 0/1 table. When set, the
 #: last ``num_groups`` observation entries are a one-hot group (morphology) id and
@@ -20,42 +25,6 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 ACTION_MASKS_KEY = "action_masks"
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
-
-
-class MaskedDiagGaussian(TorchDiagGaussian):
-    """A diagonal Gaussian whose masked-out dimensions do not exist.
-
-    Its inputs are ``[mean, log_std, mask]`` (each ``[..., action_dim]``). Masked
-    dimensions (``mask == 0``) contribute exactly 0 to ``logp``, ``entropy`` and
-    ``kl``, hence also nothing to any gradient. Sampled values in masked
-    dimensions are meaningless and ignored by the env.
-    """
-
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, mask: Optional[torch.Tensor] = None):
-        super().__init__(loc=loc, scale=scale)
-        self.mask = torch.ones_like(loc) if mask is None else mask
-
-    def _masked_sum(self, per_dim: torch.Tensor) -> torch.Tensor:
-        # torch.where, not a product, so a non-finite masked entry cannot leak NaNs.
-        return torch.where(self.mask > 0.5, per_dim, torch.zeros_like(per_dim)).sum(-1)
-
-    def logp(self, value: torch.Tensor) -> torch.Tensor:
-        return self._masked_sum(self._dist.log_prob(value))
-
-    def entropy(self) -> torch.Tensor:
-        return self._masked_sum(self._dist.entropy())
-
-    def kl(self, other: "MaskedDiagGaussian") -> torch.Tensor:
-        return self._masked_sum(torch.distributions.kl_divergence(self._dist, other._dist))
-
-    @staticmethod
-    def required_input_dim(space: gym.Space, **kwargs: Any) -> int:
-        return int(np.prod(space.shape)) * 3
-
-    @classmethod
-    def from_logits(cls, logits: torch.Tensor, **kwargs: Any) -> "MaskedDiagGaussian":
-        loc, log_std, mask = logits.chunk(3, dim=-1)
-        return cls(loc=loc, scale=log_std.exp(), mask=mask)
 
 
 def log_action_scale(model_config: Mapping[str, Any]) -> float:
@@ -96,6 +65,7 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
     entropy and KL alike, on EnvRunners and on the Learner.
     """
 
+    @override(TorchRLModule)
     def setup(self) -> None:
         if not isinstance(self.action_space, gym.spaces.Box):
             raise ValueError(
@@ -170,6 +140,7 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
             h = torch.baddbmm(layer[1], h, layer[0]) if isinstance(layer, tuple) else layer(h)
         return h[:, 0], log_std
 
+    @override(TorchRLModule)
     def _forward(self, batch: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
         obs = batch[Columns.OBS].to(self.log_std.dtype)
         if getattr(self, "_row_policy", None) is not None:
@@ -183,6 +154,7 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
             log_std = log_std - self.log_action_scale
         return {Columns.ACTION_DIST_INPUTS: torch.cat([mean, log_std, self.action_mask(obs)], -1)}
 
+    @override(TorchRLModule)
     def _forward_train(self, batch: Dict[str, Any], *, maml_values: bool = True, **kwargs: Any) -> Dict[str, Any]:
         # maml_values=False: the policy alone (MAML with the linear baseline never runs the value net).
         out = self._forward(batch)
@@ -190,6 +162,7 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
             out[Columns.VF_PREDS] = self.compute_values(batch)
         return out
 
+    @override(ValueFunctionAPI)
     def compute_values(self, batch: Dict[str, Any], embeddings: Optional[Any] = None) -> torch.Tensor:
         return self.vf(batch[Columns.OBS].to(self.log_std.dtype)).squeeze(-1)
 
@@ -223,3 +196,21 @@ def batched_functional_forward(
 
     outputs = torch.func.vmap(one)(params, obs)
     return MaskedDiagGaussian.from_logits(outputs[0]), outputs[1] if with_values else None
+
+
+def meta_updater_for(
+    module: MAMLTorchRLModule,
+    apply_meta_gradient: Callable[[torch.Tensor], None],
+    settings: MAMLSettings,
+    average_stats: Optional[Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]] = None,
+) -> MAMLMetaUpdater:
+    """The :class:`~rllib_maml.core.updater.MAMLMetaUpdater` of ``module``'s own parameters
+    (the network of both API stacks); the arguments are the updater's."""
+    return MAMLMetaUpdater(
+        forward=functools.partial(functional_forward, module),
+        batched_forward=functools.partial(batched_functional_forward, module),
+        theta=lambda: dict(module.named_parameters()),
+        apply_meta_gradient=apply_meta_gradient,
+        settings=settings,
+        average_stats=average_stats,
+    )

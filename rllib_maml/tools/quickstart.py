@@ -1,6 +1,6 @@
 """The README's main job: a short MAML run on Navigation2D, reporting held-out adaptation.
 
-    python -m rllib_maml.quickstart [--iterations 12] [--old-api-stack]
+    python -m rllib_maml.tools.quickstart [--iterations 12] [--old-api-stack]
 
 Prints the mean return on fixed held-out tasks before adaptation (step 0) and
 after one inner step (step 1), once for the untrained policy and once after
@@ -15,8 +15,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import ray
 
-from rllib_maml.held_out import held_out_tasks
-from rllib_maml.maml_config import MAMLConfig
+from rllib_maml.algorithm.env_factory import held_out_tasks
+from rllib_maml.algorithm.maml import MAMLConfig
+from rllib_maml.algorithm.metrics import MAML_RESULTS, adapt_return_key
 
 ENV_ID = "rllib_maml/Navigation2D-v0"
 
@@ -56,11 +57,11 @@ def train_and_evaluate(
             result = algo.train()
             results.append(result)
             if verbose:
-                maml = result["maml"]
+                maml = result[MAML_RESULTS]
                 print(
                     f"iter {i + 1:3d}/{iterations}  {time.perf_counter() - start:6.0f}s  "
-                    f"return before adaptation {maml['episode_return_mean_adapt_0']:8.2f}  "
-                    f"after 1 step {maml['episode_return_mean_adapt_1']:8.2f}",
+                    f"return before adaptation {maml[adapt_return_key(0)]:8.2f}  "
+                    f"after 1 step {maml[adapt_return_key(1)]:8.2f}",
                     flush=True,
                 )
         after = algo.evaluate_adaptation(tasks=tasks, num_steps=1)
@@ -84,7 +85,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f"\nNavigation2D, {args.eval_tasks} held-out goals, mean episode return (higher is better):")
     print("| policy | before adaptation | after 1 inner step |\n|---|---|---|")
     for name, curve in (("untrained", before), (f"after {args.iterations} MAML iterations", after)):
-        print(f"| {name} | {curve['episode_return_mean_adapt_0']:.2f} | {curve['episode_return_mean_adapt_1']:.2f} |")
+        print(f"| {name} | {curve[adapt_return_key(0)]:.2f} | {curve[adapt_return_key(1)]:.2f} |")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Old-API-stack adapters: the ``ModelV2`` and action distribution of :class:`MAMLTorchPolicy`.
 
 Neither defines a network or a distribution of its own. ``MAMLTorchModel`` holds a
-:class:`~rllib_maml.maml_rl_module.MAMLTorchRLModule` (so both stacks run the same
+:class:`~rllib_maml.algorithm.rl_module.MAMLTorchRLModule` (so both stacks run the same
 layers, under the same parameter names) and ``TorchMaskedDiagGaussian`` wraps
-:class:`~rllib_maml.maml_rl_module.MaskedDiagGaussian`.
+:class:`~rllib_maml.algorithm.rl_module.MaskedDiagGaussian`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.models.modelv2 import ModelV2
 from ray.rllib.models.torch.torch_action_dist import TorchDistributionWrapper
 from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
+from ray.rllib.utils.annotations import override
 
-from rllib_maml.maml_rl_module import MAMLTorchRLModule, MaskedDiagGaussian
+from rllib_maml.algorithm.rl_module import MAMLTorchRLModule
+from rllib_maml.core.distributions import MaskedDiagGaussian
 
 
 class MAMLTorchModel(TorchModelV2, nn.Module):
@@ -48,6 +50,7 @@ class MAMLTorchModel(TorchModelV2, nn.Module):
         )
         self._values: Optional[torch.Tensor] = None
 
+    @override(TorchModelV2)
     def forward(
         self, input_dict: Dict[str, torch.Tensor], state: List[torch.Tensor], seq_lens: Optional[torch.Tensor]
     ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
@@ -55,6 +58,7 @@ class MAMLTorchModel(TorchModelV2, nn.Module):
         self._values = out[Columns.VF_PREDS]
         return out[Columns.ACTION_DIST_INPUTS], state
 
+    @override(TorchModelV2)
     def value_function(self) -> torch.Tensor:
         if self._values is None:
             raise RuntimeError("MAMLTorchModel.value_function() called before forward()")
@@ -68,23 +72,29 @@ class TorchMaskedDiagGaussian(TorchDistributionWrapper):
         super().__init__(inputs, model)
         self.dist = MaskedDiagGaussian.from_logits(self.inputs)
 
+    @override(TorchDistributionWrapper)
     def deterministic_sample(self) -> torch.Tensor:
         self.last_sample = self.dist.to_deterministic().sample()
         return self.last_sample
 
+    @override(TorchDistributionWrapper)
     def sample(self) -> torch.Tensor:
         self.last_sample = self.dist.sample()
         return self.last_sample
 
+    @override(TorchDistributionWrapper)
     def logp(self, actions: torch.Tensor) -> torch.Tensor:
         return self.dist.logp(actions)
 
+    @override(TorchDistributionWrapper)
     def entropy(self) -> torch.Tensor:
         return self.dist.entropy()
 
+    @override(TorchDistributionWrapper)
     def kl(self, other: "TorchMaskedDiagGaussian") -> torch.Tensor:
         return self.dist.kl(other.dist)
 
+    @override(TorchDistributionWrapper)
     @staticmethod
     def required_model_output_shape(action_space: gym.Space, model_config: Dict[str, Any]) -> int:
         return int(np.prod(action_space.shape)) * 3

@@ -1,0 +1,67 @@
+"""MAML's result keys, as constants (as RLlib's ``ray.rllib.utils.metrics``), and the
+adaptation curve computed from one iteration's rollouts."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+from ray.rllib.utils.metrics import EPISODE_LEN_MEAN, EPISODE_RETURN_MEAN
+
+from rllib_maml.core.data import TaskRollout, mean_return
+
+#: Top-level results key of the adaptation curve (training tasks), and under
+#: ``evaluation/`` of the held-out meta-test.
+MAML_RESULTS = "maml"
+#: ``maml/<ADAPT_RETURN_PREFIX><k>``: mean episode return after ``k`` inner steps (0: theta itself).
+ADAPT_RETURN_PREFIX = "episode_return_mean_adapt_"
+#: ``maml/adaptation_delta``: the return after the last inner step minus the return before adaptation.
+ADAPTATION_DELTA = "adaptation_delta"
+#: ``maml/per_task/<group>/...``: the same curve per task group (e.g. per morphology).
+PER_TASK = "per_task"
+#: ``timers/*`` keys: seconds of this iteration spent sampling (all adaptation steps),
+#: computing the adapted weights, and in the meta-update.
+SAMPLING_TIMER = "maml_sampling_s"
+INNER_STEPS_TIMER = "maml_inner_steps_s"
+META_UPDATE_TIMER = "maml_meta_update_s"
+
+
+def adapt_return_key(step: int) -> str:
+    """The results key of the mean return after ``step`` inner steps."""
+    return f"{ADAPT_RETURN_PREFIX}{step}"
+
+
+def adaptation_metrics(rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, Any]:
+    """Mean returns per adaptation step, :data:`ADAPTATION_DELTA` and, for grouped tasks, :data:`PER_TASK`.
+
+    ``rollouts[i][k]`` is task ``i`` at step ``k``. Key ``adapt_return_key(0)`` is
+    before adaptation, ``adapt_return_key(k)`` after ``k`` inner steps.
+    """
+    num_steps = len(rollouts[0])
+
+    def curve(task_rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, float]:
+        means = [mean_return([r[k] for r in task_rollouts]) for k in range(num_steps)]
+        out = {adapt_return_key(k): m for k, m in enumerate(means)}
+        out[ADAPTATION_DELTA] = means[-1] - means[0]
+        return out
+
+    metrics: Dict[str, Any] = curve(rollouts)
+    groups = sorted({r[0].group for r in rollouts if r[0].group is not None})
+    if groups:
+        metrics[PER_TASK] = {g: curve([r for r in rollouts if r[0].group == g]) for g in groups}
+    return metrics
+
+
+def runner_stats(rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, float]:
+    """``env_runners/episode_return_mean`` (and ``_len_mean``): the meta-policy's own, pre-adaptation episodes."""
+    pre_adaptation = [task_rollouts[0] for task_rollouts in rollouts]
+    return {
+        EPISODE_RETURN_MEAN: mean_return(pre_adaptation),
+        EPISODE_LEN_MEAN: float(np.mean(np.concatenate([r.episode_lens for r in pre_adaptation]))),
+    }
+
+
+def sample_counts(rollouts: Sequence[Sequence[TaskRollout]]) -> Tuple[int, int]:
+    """(env steps, episodes) over every adaptation step's samples: they are all paid for."""
+    all_rollouts: List[TaskRollout] = [r for task_rollouts in rollouts for r in task_rollouts]
+    return sum(r.num_env_steps for r in all_rollouts), sum(len(r.episode_lens) for r in all_rollouts)

@@ -1,0 +1,102 @@
+"""An experiment through ``tune.Tuner``: a fresh run or ``--resume`` of one, and where it left its results."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from rllib_maml.tools.errors import UserError
+from rllib_maml.tools.experiment import ExperimentSpec
+
+
+@dataclasses.dataclass
+class TrainOutcome:
+    """Where a ``train`` run left its results, per trial."""
+
+    experiment_path: str
+    trial_paths: List[str]
+    checkpoints: List[Optional[str]]
+    errors: List[str]
+    last_results: List[Dict[str, Any]]
+
+
+#: Seconds between saves of Tune's experiment state (which trials exist, their newest
+#: checkpoint). Tune's default is at least 10 s, so a run killed soon after a checkpoint
+#: was restored from an older one and overwrote the newer checkpoints; 0 saves it after
+#: every result (a few hundred kB each time).
+EXPERIMENT_STATE_PERIOD_S = "0"
+
+
+def experiment_path(spec: ExperimentSpec, storage_path: Optional[str]) -> Path:
+    """Where Tune keeps ``spec``'s experiment: ``<storage_path or ~/ray_results>/<name>``."""
+    root = Path(storage_path).expanduser() if storage_path else Path("~/ray_results").expanduser()
+    return root.resolve() / spec.name
+
+
+def resumable_path(spec: ExperimentSpec, storage_path: Optional[str]) -> Path:
+    """The experiment folder that ``--resume`` continues; a :class:`UserError` if there is none."""
+    from ray import tune
+
+    path = experiment_path(spec, storage_path)
+    if not tune.Tuner.can_restore(str(path)):
+        raise UserError(f"--resume: no Tune experiment to resume at {path} (run the same command without --resume first)")
+    return path
+
+
+def run_experiment(
+    spec: ExperimentSpec, config: Any, storage_path: Optional[str] = None, resume: bool = False
+) -> TrainOutcome:
+    """Runs ``spec`` with ``tune.Tuner``: Tune's progress output, JSON/CSV/TensorBoard
+    logs and a checkpoint at the end (and every ``checkpoint_freq`` iterations).
+
+    With ``resume``, continues the experiment of the same name under ``storage_path``
+    (``tune.Tuner.restore``): unfinished and failed trials go on from their newest
+    checkpoint, with their iteration count and env-step counters, and new checkpoints
+    get new numbers. Its stop criteria and checkpoint settings are the original run's.
+    """
+    from ray import tune
+
+    # Read when Tune's controller starts; a user's own setting wins.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
+    if resume:
+        path = resumable_path(spec, storage_path)
+        tuner = tune.Tuner.restore(
+            str(path), trainable=spec.run, param_space=config, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        checkpoint_config = tune.CheckpointConfig(
+            checkpoint_frequency=spec.checkpoint_freq,
+            checkpoint_at_end=True,
+            num_to_keep=spec.keep_checkpoints_num,
+        )
+        tuner = tune.Tuner(
+            spec.run,
+            param_space=config,
+            tune_config=tune.TuneConfig(num_samples=spec.num_samples),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=str(Path(storage_path).resolve()) if storage_path else None,
+                stop=spec.stop,
+                checkpoint_config=checkpoint_config,
+            ),
+        )
+    grid = tuner.fit()
+    results = [grid[i] for i in range(len(grid))]
+    return TrainOutcome(
+        experiment_path=grid.experiment_path,
+        trial_paths=[r.path for r in results],
+        checkpoints=[r.checkpoint.path if r.checkpoint else None for r in results],
+        errors=[_trial_error(r) for r in results if r.error is not None],
+        last_results=[dict(r.metrics or {}) for r in results],
+    )
+
+
+def _trial_error(result: Any) -> str:
+    """One line for a failed trial: the error's last line and where its traceback is."""
+    error = result.error
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    text = f"{type(error).__name__}: {lines[-1] if lines else ''}"
+    details = Path(result.path) / "error.txt"
+    return f"{text} (traceback: {details})" if details.is_file() else text
