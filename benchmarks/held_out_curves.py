@@ -1,7 +1,10 @@
 """Held-out adaptation curves of ``rllib-maml train`` runs, read from Tune's ``result.json``.
 
     python benchmarks/held_out_curves.py results/hc-direc-s7 results/hc-direc-s0 \
-        --output docs/halfcheetah_rand_direc_held_out.png
+        --output docs/halfcheetah_rand_direc_held_out.png --save-csv docs/runs
+
+A run is a ``rllib-maml train --output`` folder or a CSV that ``--save-csv`` wrote
+(``results/`` is not kept between checkouts; the CSVs in ``docs/runs/`` are).
 
 A run trained with ``evaluation_interval`` (as ``tuned_examples/halfcheetah-rand-direc.yaml``)
 reports ``evaluation/maml/episode_return_mean_adapt_{k}`` on fixed held-out tasks every
@@ -12,6 +15,7 @@ evaluation and run) and plots them, one panel per adaptation step, one line per 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -20,8 +24,32 @@ from typing import Dict, List, Tuple
 Point = Tuple[int, Dict[int, float]]
 
 
+def csv_points(path: Path) -> List[Point]:
+    """The points of a CSV written by :func:`save_csv`."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [
+        (int(row["env_steps"]), {int(k.removeprefix("adapt_")): float(v) for k, v in row.items() if k.startswith("adapt_")})
+        for row in rows
+    ]
+
+
+def save_csv(points: List[Point], path: Path) -> None:
+    """``env_steps, adapt_0, ..., adapt_K``: one row per evaluation."""
+    steps_k = sorted({k for _, returns in points for k in returns})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["env_steps"] + [f"adapt_{k}" for k in steps_k])
+        for steps, returns in points:
+            writer.writerow([steps] + [returns.get(k, "") for k in steps_k])
+
+
 def held_out_points(run: Path) -> List[Point]:
-    """Every evaluation found in the ``result.json`` files under ``run`` (a Tune experiment folder)."""
+    """Every evaluation found in the ``result.json`` files under ``run`` (a Tune experiment
+    folder), or the points of a CSV that ``--save-csv`` wrote."""
+    if run.suffix == ".csv":
+        return csv_points(run)
     files = sorted(run.rglob("result.json"))
     if not files:
         raise SystemExit(f"{run}: no result.json below it (is it an `rllib-maml train --output` folder?)")
@@ -45,12 +73,16 @@ def held_out_points(run: Path) -> List[Point]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path, help="rllib-maml train --output folders")
+    parser.add_argument("runs", nargs="+", type=Path, help="rllib-maml train --output folders or --save-csv CSVs")
     parser.add_argument("--output", type=Path, help="PNG to write (default: print only)")
     parser.add_argument("--title", default="held-out adaptation")
+    parser.add_argument("--save-csv", type=Path, metavar="DIR", help="also write each run's points to DIR/<run>.csv")
     args = parser.parse_args()
 
-    curves = {run.name: held_out_points(run) for run in args.runs}
+    curves = {run.stem if run.suffix == ".csv" else run.name: held_out_points(run) for run in args.runs}
+    if args.save_csv:
+        for name, points in curves.items():
+            save_csv(points, args.save_csv / f"{name}.csv")
     steps_k = sorted({k for points in curves.values() for _, returns in points for k in returns})
     print("| run | env steps | " + " | ".join("before" if k == 0 else f"after {k}" for k in steps_k) + " |")
     print("|---|---:|" + "---:|" * len(steps_k))
