@@ -143,8 +143,13 @@ def main() -> None:
     horizon = gym.spec(args.env).max_episode_steps
     rows: List[Tuple[str, str]] = []
 
-    raw = sum(ray.get([raw_rate.remote(args.env, args.raw_seconds) for _ in range(args.num_env_runners)]))
-    rows.append((f"raw gymnasium env steps/s ({args.num_env_runners} processes, random actions)", f"{raw:,.0f}"))
+    def measure_raw() -> float:
+        return sum(ray.get([raw_rate.remote(args.env, args.raw_seconds) for _ in range(args.num_env_runners)]))
+
+    # Measured again right before each MAML size, and each size's "/ raw" uses its own: on a
+    # shared machine the load drifts, and a raw rate from minutes earlier would skew the ratio.
+    raws = [measure_raw()]
+    rows.append((f"raw gymnasium env steps/s ({args.num_env_runners} processes, random actions), first", f"{raws[0]:,.0f}"))
 
     measured: Dict[str, Measured] = {}
     # The library's default baseline (value_function), and the tuned HalfCheetah YAML's (linear:
@@ -153,8 +158,12 @@ def main() -> None:
     for label, (tasks, episodes, baseline) in sizes.items():
         config = maml_config(args, tasks, episodes, baseline)
         algo = config.build_algo()
+        if measured:  # the first size uses the raw rate measured just above
+            raws.append(measure_raw())
+        raw = raws[-1]
         measured[label] = timed_iterations(algo.train, args.iters)
         m = measured[label]
+        rows.append((f"raw env steps/s just before MAML {label}", f"{raw:,.0f}"))
         width = config.num_envs_per_env_runner
         rows.append((f"MAML {label}: full iteration env steps/s ({args.num_env_runners} runners x {width} sub-envs)", f"{m.rate:,.0f}"))
         rows.append((f"MAML {label}: full iteration / raw", f"{m.rate / raw:.2f}"))
@@ -201,6 +210,8 @@ def main() -> None:
         old.stop()
         rows.append(("MAML 10 x 10, old API stack (one task per RolloutWorker x 10 sub-envs) env steps/s", f"{old_rate:,.0f}"))
         rows.append(("old stack / new stack at 10 x 10", f"{old_rate / measured['10 x 10'].rate:.2f}"))
+    raws.append(measure_raw())
+    rows.append(("raw env steps/s, last / first (load drift during the run)", f"{raws[-1]:,.0f} / {raws[0]:,.0f} = {raws[-1] / raws[0]:.2f}"))
     ray.shutdown()
 
     print(f"\nenv={args.env}, {args.num_env_runners} EnvRunners, median of {args.iters} iterations after a warm-up")
