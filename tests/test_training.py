@@ -207,3 +207,41 @@ def test_periodic_held_out_evaluation_reports_the_adaptation_curve(ray_session: 
     finally:
         plain.stop()
         evaluated.stop()
+
+
+@STACKS
+def test_timers_are_this_training_steps_seconds_without_the_meta_test(
+    ray_session: None, new_api_stack: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``timers/maml_*_s`` sum one iteration's phases (RLlib's ``metrics.log_time`` on the
+    new stack); neither earlier iterations nor the held-out meta-test are added.
+
+    Each sampling call is made to last at least ``PAUSE`` seconds: training samples twice
+    per iteration (one inner step), the meta-test three times (two inner steps), so a
+    leaked meta-test or a lifetime sum would read at least ``4 * PAUSE``.
+    """
+    import time
+
+    from rllib_maml.algorithm.metrics import INNER_STEPS_TIMER, META_UPDATE_TIMER, SAMPLING_TIMER
+
+    PAUSE = 1.0
+    original = MAML.sample_on_runners
+
+    def slow(self: MAML, *args, **kwargs):
+        time.sleep(PAUSE)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MAML, "sample_on_runners", slow)
+    algo = (
+        tiny_config(new_api_stack=new_api_stack)
+        .evaluation(evaluation_interval=1, evaluation_num_tasks=2, evaluation_adaptation_steps=2)
+        .build_algo()
+    )
+    try:
+        for _ in range(3):
+            timers = algo.train()["timers"]
+            assert 2 * PAUSE <= timers[SAMPLING_TIMER] < 4 * PAUSE
+            assert 0 < timers[INNER_STEPS_TIMER] < PAUSE
+            assert timers[META_UPDATE_TIMER] > 0
+    finally:
+        algo.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
@@ -342,7 +341,7 @@ class MAML(OldStackMAML):
         # Seeds of the sub-envs' first reset in each sampling call: fresh initial states
         # every call, yet the whole run reproducible from config.seed.
         self._reset_seeds = np.random.default_rng(config.seed)
-        self._iteration_seconds: Dict[str, float] = {}
+        self._in_training_step = False
         super().setup(config)
         # Whatever holds theta (theta's snapshot, inner and meta-update): the stack is checked here, once.
         self.theta_holder: ThetaHolder = (
@@ -419,12 +418,22 @@ class MAML(OldStackMAML):
 
     @contextlib.contextmanager
     def _timed(self, name: str) -> Iterator[None]:
-        """Adds the wall time of the block to this iteration's ``timers/<name>`` (seconds)."""
-        start = time.perf_counter()
-        try:
+        """Adds the wall time of the block to this training iteration's ``timers/<name>`` (seconds).
+
+        New stack: RLlib's ``metrics.log_time``, summed over the iteration (several
+        sampling calls per iteration). Only ``training_step`` is timed: the meta-test
+        (and any ``evaluate_adaptation`` call) runs after RLlib has reduced the
+        iteration's metrics, so its seconds would land in the next iteration's sums.
+        Old stack: see :meth:`OldStackMAML._timed`.
+        """
+        if not self._in_training_step:
             yield
-        finally:
-            self._iteration_seconds[name] = self._iteration_seconds.get(name, 0.0) + time.perf_counter() - start
+        elif self._old_api_stack:
+            with super()._timed(name):
+                yield
+        else:
+            with self.metrics.log_time((TIMERS, name), reduce="sum"):
+                yield
 
     def _sync_theta_to_runners(self) -> None:
         if self._old_api_stack:
@@ -437,11 +446,15 @@ class MAML(OldStackMAML):
     @override(Algorithm)
     def training_step(self) -> Optional[Dict[str, Any]]:
         cfg = self.config
-        self._iteration_seconds = {}
-        tasks = self.sample_tasks(cfg.meta_batch_size)
-        rollouts = self.sample_adaptation(tasks, cfg.inner_adaptation_steps)
-        with self._timed(META_UPDATE_TIMER):
-            learner_stats = self.theta_holder.meta_update(rollouts)
+        self._iteration_seconds = {}  # the old stack's timers (OldStackMAML._timed)
+        self._in_training_step = True
+        try:
+            tasks = self.sample_tasks(cfg.meta_batch_size)
+            rollouts = self.sample_adaptation(tasks, cfg.inner_adaptation_steps)
+            with self._timed(META_UPDATE_TIMER):
+                learner_stats = self.theta_holder.meta_update(rollouts)
+        finally:
+            self._in_training_step = False
         self._sync_theta_to_runners()
         if self._old_api_stack:
             return self._old_stack_iteration_results(rollouts, learner_stats, self._iteration_seconds)
@@ -458,8 +471,6 @@ class MAML(OldStackMAML):
         self.metrics.log_value((ENV_RUNNER_RESULTS, NUM_EPISODES_LIFETIME), num_episodes, reduce="lifetime_sum")
         for key, value in learner_stats.items():
             self.metrics.log_value((LEARNER_RESULTS, key), value, window=1)
-        for key, value in self._iteration_seconds.items():
-            self.metrics.log_value((TIMERS, key), value, window=1)
         self._log_nested((MAML_RESULTS,), adaptation_metrics(rollouts))
 
     def _log_nested(self, prefix: Tuple[str, ...], values: Dict[str, Any]) -> None:

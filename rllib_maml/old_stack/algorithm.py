@@ -3,7 +3,9 @@ its checkpoint state and its results glue. Deleting the old stack removes this m
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Type
+import contextlib
+import time
+from typing import Any, Dict, Iterator, Optional, Sequence, Type
 
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
@@ -33,6 +35,18 @@ class OldStackMAML(Algorithm):
     """
 
     _old_stack_results: Dict[str, Any]
+    #: This iteration's ``timers/*`` seconds, reset by ``training_step``: the old stack's
+    #: results come from :meth:`_old_stack_iteration_results`, not from ``metrics``.
+    _iteration_seconds: Dict[str, float]
+
+    @contextlib.contextmanager
+    def _timed(self, name: str) -> Iterator[None]:
+        """Adds the wall time of the block to this iteration's ``timers/<name>`` (seconds)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._iteration_seconds[name] = self._iteration_seconds.get(name, 0.0) + time.perf_counter() - start
 
     def _with_random_state(self, state: Dict[str, Any]) -> Dict[str, Any]:
         """``state`` plus MAML's generator states (defined by :class:`rllib_maml.MAML`)."""
