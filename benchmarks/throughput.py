@@ -25,6 +25,7 @@ import dataclasses
 import math
 import resource
 import statistics
+import sys
 import time
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -143,41 +144,47 @@ def main() -> None:
     horizon = gym.spec(args.env).max_episode_steps
     rows: List[Tuple[str, str]] = []
 
+    def add(name: str, value: str) -> None:
+        """Keeps a table row, and prints it at once: the whole run takes minutes."""
+        rows.append((name, value))
+        print(f"[throughput] {name}: {value}", file=sys.stderr, flush=True)
+
     def measure_raw() -> float:
         return sum(ray.get([raw_rate.remote(args.env, args.raw_seconds) for _ in range(args.num_env_runners)]))
 
     # Measured again right before each MAML size, and each size's "/ raw" uses its own: on a
     # shared machine the load drifts, and a raw rate from minutes earlier would skew the ratio.
     raws = [measure_raw()]
-    rows.append((f"raw gymnasium env steps/s ({args.num_env_runners} processes, random actions), first", f"{raws[0]:,.0f}"))
+    add(f"raw gymnasium env steps/s ({args.num_env_runners} processes, random actions), first", f"{raws[0]:,.0f}")
 
     measured: Dict[str, Measured] = {}
     # The library's default baseline (value_function), and the tuned HalfCheetah YAML's (linear:
     # the update then runs the policy alone, see MAMLMetaUpdater._loss_forward).
     sizes = {"10 x 10": (10, 10, "value_function"), "40 x 20": (40, 20, "value_function"), "40 x 20, linear baseline": (40, 20, "linear")}
     for label, (tasks, episodes, baseline) in sizes.items():
+        if measured:  # the first size uses the raw rate measured just above
+            # Before building: the raw-rate tasks need every CPU the runners would hold.
+            raws.append(measure_raw())
         config = maml_config(args, tasks, episodes, baseline)
         algo = config.build_algo()
-        if measured:  # the first size uses the raw rate measured just above
-            raws.append(measure_raw())
         raw = raws[-1]
         measured[label] = timed_iterations(algo.train, args.iters)
         m = measured[label]
-        rows.append((f"raw env steps/s just before MAML {label}", f"{raw:,.0f}"))
+        add(f"raw env steps/s just before MAML {label}", f"{raw:,.0f}")
         width = config.num_envs_per_env_runner
-        rows.append((f"MAML {label}: full iteration env steps/s ({args.num_env_runners} runners x {width} sub-envs)", f"{m.rate:,.0f}"))
-        rows.append((f"MAML {label}: full iteration / raw", f"{m.rate / raw:.2f}"))
-        rows.append((f"MAML {label}: sampling alone / raw", f"{m.sampling_rate / raw:.2f}"))
-        rows.append((f"MAML {label}: meta-update share of the iteration", f"{m.update_share:.2f}"))
+        add(f"MAML {label}: full iteration env steps/s ({args.num_env_runners} runners x {width} sub-envs)", f"{m.rate:,.0f}")
+        add(f"MAML {label}: full iteration / raw", f"{m.rate / raw:.2f}")
+        add(f"MAML {label}: sampling alone / raw", f"{m.sampling_rate / raw:.2f}")
+        add(f"MAML {label}: meta-update share of the iteration", f"{m.update_share:.2f}")
         if label == "40 x 20":
             driver, runners = peak_rss_mb(algo)
-            rows.append(("peak RSS at 40 x 20: driver (Learner) / each EnvRunner", f"{driver:,.0f} MB / " + ", ".join(f"{r:,.0f}" for r in runners) + " MB"))
+            add("peak RSS at 40 x 20: driver (Learner) / each EnvRunner", f"{driver:,.0f} MB / " + ", ".join(f"{r:,.0f}" for r in runners) + " MB")
         if tasks == 40:
             rollouts = algo.sample_adaptation(algo.sample_tasks(tasks), 1)
             first, second = (update_seconds(algo, rollouts, first_order) for first_order in (True, False))
-            rows.append((f"meta-update at {label}, first / second order (5 Adam steps)", f"{first:.2f} s / {second:.2f} s"))
+            add(f"meta-update at {label}, first / second order (5 Adam steps)", f"{first:.2f} s / {second:.2f} s")
             if label == "40 x 20":
-                rows.append(("second / first order", f"{second / first:.2f}"))
+                add("second / first order", f"{second / first:.2f}")
         algo.stop()
 
     steps_per_iteration = 10 * 10 * horizon * 2
@@ -193,11 +200,11 @@ def main() -> None:
         )
         ppo_rates[width] = timed_iterations(ppo.train, args.iters).rate
         ppo.stop()
-        rows.append((f"built-in PPO env steps/s ({args.num_env_runners} runners x {width} sub-envs, 10 epochs)", f"{ppo_rates[width]:,.0f}"))
+        add(f"built-in PPO env steps/s ({args.num_env_runners} runners x {width} sub-envs, 10 epochs)", f"{ppo_rates[width]:,.0f}")
     best_ppo = max(ppo_rates.values())
-    rows.append(("MAML 10 x 10 / best built-in PPO", f"{measured['10 x 10'].rate / best_ppo:.2f}"))
-    rows.append(("MAML 40 x 20 / best built-in PPO", f"{measured['40 x 20'].rate / best_ppo:.2f}"))
-    rows.append(("MAML 40 x 20, linear baseline / best built-in PPO", f"{measured['40 x 20, linear baseline'].rate / best_ppo:.2f}"))
+    add("MAML 10 x 10 / best built-in PPO", f"{measured['10 x 10'].rate / best_ppo:.2f}")
+    add("MAML 40 x 20 / best built-in PPO", f"{measured['40 x 20'].rate / best_ppo:.2f}")
+    add("MAML 40 x 20, linear baseline / best built-in PPO", f"{measured['40 x 20, linear baseline'].rate / best_ppo:.2f}")
 
     if not args.no_old_api_stack:
         config = (
@@ -208,10 +215,10 @@ def main() -> None:
         old = config.build_algo()
         old_rate = timed_iterations(old.train, args.iters).rate
         old.stop()
-        rows.append(("MAML 10 x 10, old API stack (one task per RolloutWorker x 10 sub-envs) env steps/s", f"{old_rate:,.0f}"))
-        rows.append(("old stack / new stack at 10 x 10", f"{old_rate / measured['10 x 10'].rate:.2f}"))
+        add("MAML 10 x 10, old API stack (one task per RolloutWorker x 10 sub-envs) env steps/s", f"{old_rate:,.0f}")
+        add("old stack / new stack at 10 x 10", f"{old_rate / measured['10 x 10'].rate:.2f}")
     raws.append(measure_raw())
-    rows.append(("raw env steps/s, last / first (load drift during the run)", f"{raws[-1]:,.0f} / {raws[0]:,.0f} = {raws[-1] / raws[0]:.2f}"))
+    add("raw env steps/s, last / first (load drift during the run)", f"{raws[-1]:,.0f} / {raws[0]:,.0f} = {raws[-1] / raws[0]:.2f}")
     ray.shutdown()
 
     print(f"\nenv={args.env}, {args.num_env_runners} EnvRunners, median of {args.iters} iterations after a warm-up")

@@ -9,7 +9,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rllib_maml.core.maml_math import ForwardFn, MAMLSettings, Params
+from rllib_maml.core.maml_math import ForwardFn, Params
+from rllib_maml.core.settings import MAMLSettings
 from rllib_maml.algorithm.rl_module import MAMLTorchRLModule, functional_forward
 from rllib_maml.core.data import TaskBatch
 

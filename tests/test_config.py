@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from rllib_maml import MAMLConfig
-from rllib_maml.core.maml_math import MAMLSettings
+from rllib_maml.core.settings import MAMLSettings
 
 INVALID_VALUES = [
     ("inner_lr", 0.0),

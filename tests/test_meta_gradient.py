@@ -9,7 +9,8 @@ import torch
 
 import functools
 
-from rllib_maml.core.maml_math import StackedBatch, batched_meta_loss, inner_loss, meta_loss, ppo_clip_loss
+from rllib_maml.core.batched_math import StackedBatch, batched_meta_loss
+from rllib_maml.core.maml_math import inner_loss, meta_loss, ppo_clip_loss
 from rllib_maml.algorithm.rl_module import batched_functional_forward
 from tests.helpers import coefficients, forward_of, params_of, random_batch, task_batches, tiny_module, tiny_policy
 

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from rllib_maml import MAMLConfig
-from rllib_maml.core.maml_math import StackedBatch, batched_meta_loss, batched_meta_terms, inner_step
+from rllib_maml.core.batched_math import StackedBatch, batched_meta_loss, batched_meta_terms
+from rllib_maml.core.maml_math import inner_step
 from rllib_maml.algorithm.rl_module import batched_functional_forward
 from rllib_maml.core.trpo import (
     backtracking_line_search,

@@ -21,7 +21,7 @@ from ray import cloudpickle, tune
 from rllib_maml import MAMLConfig, NonFiniteDataError
 from rllib_maml.envs.navigation2d import Navigation2DEnv
 from rllib_maml.algorithm.rl_module import meta_updater_for
-from rllib_maml.core.maml_math import MAMLSettings
+from rllib_maml.core.settings import MAMLSettings
 from rllib_maml.core.updater import MAMLMetaUpdater
 from rllib_maml.core.data import TaskRollout, nonfinite_report
 

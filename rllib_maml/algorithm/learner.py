@@ -22,7 +22,7 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 
 from rllib_maml.algorithm.rl_module import meta_updater_for
-from rllib_maml.core.maml_math import MAMLSettings
+from rllib_maml.core.settings import MAMLSettings
 from rllib_maml.core.updater import MAMLUpdaterMethods
 from rllib_maml.core.data import TaskRollout
 

@@ -44,7 +44,7 @@ from rllib_maml.algorithm.metrics import (
 from rllib_maml.algorithm.rl_module import MAMLTorchRLModule
 from rllib_maml.algorithm.theta_holder import LearnerGroupThetaHolder, PolicyThetaHolder, ThetaHolder
 from rllib_maml.core.data import TaskRollout
-from rllib_maml.core.maml_math import MAMLSettings
+from rllib_maml.core.settings import MAMLSettings
 from rllib_maml.old_stack.algorithm import OldStackMAML
 
 #: Checkpoint-state key of the task stream's and reset seeds' generator states.

@@ -16,7 +16,7 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.annotations import override
 
 from rllib_maml.core.distributions import MaskedDiagGaussian
-from rllib_maml.core.maml_math import MAMLSettings
+from rllib_maml.core.settings import MAMLSettings
 from rllib_maml.core.updater import MAMLMetaUpdater
 
 #: model_config key: optional ``[num_groups, action_dim]`` 0/1 table. When set, the

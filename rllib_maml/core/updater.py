@@ -20,18 +20,16 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 
-from rllib_maml.core.maml_math import (
+from rllib_maml.core.batched_math import (
     BatchedForwardFn,
-    ForwardFn,
-    MAMLSettings,
-    Params,
     StackedBatch,
     batched_adaptation_path,
     batched_meta_loss,
     batched_meta_terms,
     stack_params,
-    update_kl_coeff,
 )
+from rllib_maml.core.maml_math import ForwardFn, Params, update_kl_coeff
+from rllib_maml.core.settings import MAMLSettings
 from rllib_maml.core.trpo import backtracking_line_search, fisher_vector_product_fn, flatten, natural_step, unflatten
 from rllib_maml.core.data import NonFiniteDataError, TaskBatch, TaskRollout, linear_baseline_values, task_batch
 

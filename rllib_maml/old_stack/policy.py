@@ -17,7 +17,7 @@ from ray.rllib.utils.torch_utils import clip_gradients
 
 from rllib_maml.old_stack.model import MAMLTorchModel, TorchMaskedDiagGaussian
 from rllib_maml.algorithm.rl_module import meta_updater_for
-from rllib_maml.core.maml_math import MAMLSettings
+from rllib_maml.core.settings import MAMLSettings
 from rllib_maml.core.updater import MAMLUpdaterMethods
 from rllib_maml.core.data import TaskRollout
 
