@@ -122,6 +122,15 @@ def test_every_yaml_trains_one_tiny_iteration(ray_session: None, path: Path, tmp
     assert f"tensorboard --logdir {experiment}" in out
 
 
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.stem)
+def test_every_yaml_as_written_fits_the_two_core_machine(path: Path) -> None:
+    """The tiny runs above use ``--num-env-runners 0``; as written, each file's trial must
+    reserve at most the 2 CPUs of this project's machines, or ``rllib-maml train`` refuses it."""
+    from rllib_maml.tools.experiment import build_config, required_cpus
+
+    assert 0 < required_cpus(build_config(load_experiment(path))) <= 2
+
+
 # --- train -> compare end to end ---------------------------------------------------
 @pytest.fixture(scope="module")
 def nav2d_runs(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
