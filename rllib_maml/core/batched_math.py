@@ -16,6 +16,7 @@ from rllib_maml.core.distributions import MaskedDiagGaussian
 from rllib_maml.core.maml_math import Params
 from rllib_maml.core.settings import MAMLSettings
 
+#: ``forward(stacked params {name: [M, ...]}, obs [M, N, obs_dim]) -> (dist over [M, N], values [M, N])``;
 #: values may be ``None`` (a policy-only forward): the value loss is then 0.
 BatchedForwardFn = Callable[[Params, torch.Tensor], Tuple[MaskedDiagGaussian, Optional[torch.Tensor]]]
 

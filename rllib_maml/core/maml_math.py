@@ -141,6 +141,3 @@ def update_kl_coeff(kl_coeff: float, kl: float, kl_target: float) -> float:
         return kl_coeff * 0.5
     return kl_coeff
 
-
-# --- the same math, batched over tasks ------------------------------------------------
-#: ``forward(stacked params {name: [M, ...]}, obs [M, N, obs_dim]) -> (dist over [M, N], values [M, N])``;

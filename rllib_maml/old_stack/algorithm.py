@@ -90,8 +90,7 @@ class OldStackMAML(Algorithm):
         self._old_stack_results = {
             ENV_RUNNER_RESULTS: stats,
             MAML_RESULTS: adaptation_metrics(rollouts),
-            # A copy: a held-out evaluation after training_step adds to the timers.
-            TIMERS: dict(timers),
+            TIMERS: timers,  # a fresh dict each iteration (training_step); the meta-test is not timed
         }
         return {DEFAULT_POLICY_ID: {LEARNER_STATS_KEY: learner_stats}}
 
