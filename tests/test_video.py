@@ -42,7 +42,11 @@ def test_evaluate_writes_a_gif_per_task_and_inner_step(ray_session: None, tmp_pa
     assert len(before) == len(after) == 51  # 100 steps, every 2nd frame, plus the first
     assert before[0].std() > 10  # a rendered scene, not a blank frame
     # Same task and start state, other weights: the cheetah moves differently by the end.
-    assert np.abs(before[-1] - after[-1]).mean() > 0.5
+    # Mean actions, so the same weights give identical frames (0 pixels differ). At the
+    # YAML's action scale 10 one inner step after one iteration changed 8-12% of the
+    # last frame's pixels (mean |difference| 0.20-0.27, too small for a fixed 0.5 bound).
+    changed = (np.abs(before[-1] - after[-1]).sum(axis=-1) > 0).mean()
+    assert changed > 0.02, f"only {changed:.1%} of the last frame's pixels differ"
     assert "2 GIFs in" in capsys.readouterr().out
 
 
