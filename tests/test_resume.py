@@ -104,3 +104,61 @@ def test_resume_from_a_truncated_checkpoint_is_one_line(
     err = capsys.readouterr().err.strip()
     assert code == EXIT_USAGE and len(err.splitlines()) == 1, err
     assert "--resume" in err and "file class_and_ctor_args.pkl is unreadable or truncated" in err, err
+
+
+
+def lifetime_steps_by_iteration(output: Path) -> Dict[int, int]:
+    rows = [json.loads(line) for f in output.rglob("result.json") for line in f.read_text().splitlines()]
+    return {row["training_iteration"]: row["env_runners"]["num_env_steps_sampled_lifetime"] for row in rows}
+
+
+def test_a_finished_run_continues_from_its_checkpoint(
+    ray_session: None, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``--from-checkpoint``: 3 iterations, then on to 5 as a new experiment, counting on from 3."""
+    import numpy as np
+    from ray.rllib.algorithms.algorithm import Algorithm
+
+    from rllib_maml.algorithm.maml import RANDOM_STATE_KEY
+    from rllib_maml.tools import experiment, tune_run
+    from rllib_maml.tools.checkpoints import read_checkpoint
+
+    def train(output: str, steps: int, *extra: str) -> None:
+        command = train_command(tmp_path / output, "--stop-timesteps", str(steps), *extra)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    train("first", 3 * ENV_STEPS_PER_ITERATION)
+    train("continued", 5 * ENV_STEPS_PER_ITERATION, "--from-checkpoint", str(tmp_path / "first"))
+    # The counters go on from the checkpoint's, so the larger budget stops it after 2 more iterations.
+    assert lifetime_steps_by_iteration(tmp_path / "continued") == {4: 800, 5: 1000}
+
+    # What the continued trial started from is what RLlib's own from_checkpoint restores:
+    # the iteration, theta and the task and reset-seed generators (not a fresh draw).
+    checkpoint = read_checkpoint(tmp_path / "first").path
+    config = experiment.build_config(experiment.apply_overrides(
+        experiment.load_experiment(NAV2D), num_env_runners=0, config_overrides=TINY))
+    started, reference, fresh = (
+        tune_run.starting_from(config, str(checkpoint)).build(), Algorithm.from_checkpoint(str(checkpoint)), config.build()
+    )
+    try:
+        assert started.iteration == reference.iteration == 3 and fresh.iteration == 0
+        theta, expected = started.theta_holder.theta_weights(), reference.theta_holder.theta_weights()
+        for name in expected:
+            np.testing.assert_array_equal(theta[name], expected[name], err_msg=name)
+        random_state = started.get_state(components=[])[RANDOM_STATE_KEY]
+        assert random_state == reference.get_state(components=[])[RANDOM_STATE_KEY]
+        assert random_state != fresh.get_state(components=[])[RANDOM_STATE_KEY]
+    finally:
+        for algo in (started, reference, fresh):
+            algo.stop()
+
+    # A checkpoint this file cannot continue, or both flags, is one line before Ray starts.
+    code = main(train_command(tmp_path / "other", "--from-checkpoint", str(tmp_path / "first"),
+                              "--config-override", "model_config.fcnet_hiddens=[8]")[3:])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE and len(err.splitlines()) == 1, err
+    assert "cannot continue it with this file" in err and "model_config.fcnet_hiddens [64, 64], this run [8]" in err, err
+    code = main(["train", str(NAV2D), "--resume", "--from-checkpoint", str(tmp_path / "first")])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE and len(err.splitlines()) == 1 and "give one of them" in err, err

@@ -1,5 +1,5 @@
 """Algorithm checkpoints on disk: finding, checking and reading them without building
-the algorithm (``compare``, ``evaluate`` and ``train --resume`` use these)."""
+the algorithm (``compare``, ``evaluate``, ``train --resume`` and ``train --from-checkpoint`` use these)."""
 
 from __future__ import annotations
 
@@ -122,6 +122,26 @@ def require_maml(info: CheckpointInfo, flag: str) -> None:
 def require_non_maml(info: CheckpointInfo, flag: str) -> None:
     if info.is_maml:
         raise UserError(f"{flag} {info.path}: a MAML checkpoint; pass the PPO (baseline) checkpoint here")
+
+
+def require_same_run(info: CheckpointInfo, config: Any, flag: str) -> None:
+    """``info`` must be a checkpoint that ``config`` can continue: the same algorithm,
+    env, API stack and policy network (anything else fails inside RLlib's restore)."""
+    old_api_stack = not config.enable_env_runner_and_connector_v2
+    mismatches = []
+    if info.algo_class.__name__ != config.algo_class.__name__:
+        mismatches.append(f"algorithm {info.algo_class.__name__}, this run {config.algo_class.__name__}")
+    if info.config.env != config.env:
+        mismatches.append(f"env {info.config.env!r}, this run {config.env!r}")
+    if info.old_api_stack != old_api_stack:
+        stack = lambda old: "old" if old else "new"  # noqa: E731
+        mismatches.append(f"{stack(info.old_api_stack)} API stack, this run the {stack(old_api_stack)} one")
+    for key in ("fcnet_hiddens", "fcnet_activation"):
+        saved, wanted = (info.config.model_config or {}).get(key), (config.model_config or {}).get(key)
+        if saved != wanted:
+            mismatches.append(f"model_config.{key} {saved!r}, this run {wanted!r}")
+    if mismatches:
+        raise UserError(f"{flag} {info.path}: cannot continue it with this file: " + "; ".join(mismatches))
 
 
 def module_weights(info: CheckpointInfo, flag: str) -> Dict[str, Any]:

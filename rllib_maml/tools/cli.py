@@ -4,6 +4,8 @@
 
     rllib-maml train tuned_examples/navigation2d.yaml --output results
     rllib-maml train tuned_examples/navigation2d.yaml --output results --resume  # after a crash
+    rllib-maml train tuned_examples/navigation2d.yaml --output results-longer --stop-timesteps 800000 \\
+        --from-checkpoint results/navigation2d-maml  # a finished run, continued to a larger budget
     rllib-maml train tuned_examples/navigation2d-ppo.yaml --output results
     tensorboard --logdir results
     rllib-maml compare --maml results/navigation2d-maml --ppo results/navigation2d-ppo \\
@@ -69,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(give the same file and options; the original stop criteria apply)",
     )
     train.add_argument(
+        "--from-checkpoint", metavar="CHECKPOINT",
+        help="start from this checkpoint of a run of the same file (weights, optimizer, env-step and iteration "
+        "counters, task draws), as a new experiment under --output: a finished run continued to a larger "
+        "--stop-timesteps",
+    )
+    train.add_argument(
         "--config-override", action="append", default=[], metavar="KEY=VALUE",
         help="set a config key (VALUE is YAML; KEY may be dotted, e.g. env_config.morphologies=[Ant]); repeatable",
     )
@@ -116,6 +124,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     config = ye.build_config(spec)
     _check_cpus(ye.required_cpus(config))
+    start_from = None
+    if args.resume and args.from_checkpoint:
+        raise UserError("train: --resume continues this experiment, --from-checkpoint starts a new one; give one of them")
+    if args.from_checkpoint:  # before Ray starts: a readable checkpoint this file's config can continue
+        from rllib_maml.tools.checkpoints import read_checkpoint, require_same_run
+
+        info = read_checkpoint(args.from_checkpoint, "--from-checkpoint")
+        require_same_run(info, config, "--from-checkpoint")
+        start_from = str(info.path)
     if args.resume:  # before Ray starts: the run exists and its newest checkpoints are readable
         from rllib_maml.tools.checkpoints import check_checkpoint_files, newest_checkpoints
 
@@ -128,7 +145,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     with _ray_started():
-        outcome = tune_run.run_experiment(spec, config, args.output, resume=args.resume)
+        outcome = tune_run.run_experiment(spec, config, args.output, resume=args.resume, from_checkpoint=start_from)
     print(f"\nExperiment:  {outcome.experiment_path}")
     for trial_path, checkpoint, result in zip(outcome.trial_paths, outcome.checkpoints, outcome.last_results):
         print(f"Results:     {trial_path}")

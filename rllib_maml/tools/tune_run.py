@@ -1,8 +1,10 @@
-"""An experiment through ``tune.Tuner``: a fresh run or ``--resume`` of one, and where it left its results."""
+"""An experiment through ``tune.Tuner``: a fresh run, one started from a checkpoint, or
+``--resume`` of one, and where it left its results."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -45,8 +47,31 @@ def resumable_path(spec: ExperimentSpec, storage_path: Optional[str]) -> Path:
     return path
 
 
+def restore_on_init(algorithm: Any, checkpoint: str, **kwargs: Any) -> None:
+    """``on_algorithm_init`` callback: the trial starts where ``checkpoint`` left off.
+
+    ``Algorithm.restore`` is what Tune's own resume calls: the weights, optimizer and
+    Learner state, the metrics (so the lifetime env-step counter a ``stop`` reads goes
+    on from the checkpoint's), the iteration count, and MAML's task and reset-seed
+    generators, so the continued run draws what the original would have drawn next.
+    """
+    algorithm.restore(checkpoint)
+
+
+def starting_from(config: Any, checkpoint: str) -> Any:
+    """A copy of ``config`` whose algorithm restores ``checkpoint`` once built."""
+    restore = functools.partial(restore_on_init, checkpoint=checkpoint)
+    existing = config.callbacks_on_algorithm_init
+    existing = list(existing) if isinstance(existing, (list, tuple)) else [existing] if existing else []
+    return config.copy(copy_frozen=False).callbacks(on_algorithm_init=existing + [restore])
+
+
 def run_experiment(
-    spec: ExperimentSpec, config: Any, storage_path: Optional[str] = None, resume: bool = False
+    spec: ExperimentSpec,
+    config: Any,
+    storage_path: Optional[str] = None,
+    resume: bool = False,
+    from_checkpoint: Optional[str] = None,
 ) -> TrainOutcome:
     """Runs ``spec`` with ``tune.Tuner``: Tune's progress output, JSON/CSV/TensorBoard
     logs and a checkpoint at the end (and every ``checkpoint_freq`` iterations).
@@ -55,6 +80,10 @@ def run_experiment(
     (``tune.Tuner.restore``): unfinished and failed trials go on from their newest
     checkpoint, with their iteration count and env-step counters, and new checkpoints
     get new numbers. Its stop criteria and checkpoint settings are the original run's.
+
+    With ``from_checkpoint``, a new experiment whose trial first restores that checkpoint
+    (:func:`restore_on_init`): a finished run continued to a larger budget, its stop
+    criteria counting from the checkpoint's counters (``time_total_s`` starts at 0).
     """
     from ray import tune
 
@@ -66,6 +95,8 @@ def run_experiment(
             str(path), trainable=spec.run, param_space=config, resume_unfinished=True, resume_errored=True
         )
     else:
+        if from_checkpoint:
+            config = starting_from(config, str(from_checkpoint))
         checkpoint_config = tune.CheckpointConfig(
             checkpoint_frequency=spec.checkpoint_freq,
             checkpoint_at_end=True,
