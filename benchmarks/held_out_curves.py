@@ -4,7 +4,9 @@
         --output docs/halfcheetah_rand_direc_held_out.png --save-csv docs/runs
 
 A run is a ``rllib-maml train --output`` folder or a CSV that ``--save-csv`` wrote
-(``results/`` is not kept between checkouts; the CSVs in ``docs/runs/`` are).
+(``results/`` is not kept between checkouts; the CSVs in ``docs/runs/`` are). ``A+B``
+joins the points of A and B into one run named after B: a run and its continuation
+with ``rllib-maml train --from-checkpoint`` (which counts env steps on from A's).
 
 A run trained with ``evaluation_interval`` (as ``tuned_examples/halfcheetah-rand-direc.yaml``)
 reports ``evaluation/maml/episode_return_mean_adapt_{k}`` on fixed held-out tasks every
@@ -48,6 +50,9 @@ def save_csv(points: List[Point], path: Path) -> None:
 def held_out_points(run: Path) -> List[Point]:
     """Every evaluation found in the ``result.json`` files under ``run`` (a Tune experiment
     folder), or the points of a CSV that ``--save-csv`` wrote."""
+    if "+" in str(run):  # A+B: a run and its continuation; B's point wins at the same env steps
+        parts = [Path(part) for part in str(run).split("+")]
+        return sorted(dict(point for part in parts for point in held_out_points(part)).items())
     if run.suffix == ".csv":
         return csv_points(run)
     files = sorted(run.rglob("result.json"))
@@ -79,7 +84,11 @@ def main() -> None:
     parser.add_argument("--save-csv", type=Path, metavar="DIR", help="also write each run's points to DIR/<run>.csv")
     args = parser.parse_args()
 
-    curves = {run.stem if run.suffix == ".csv" else run.name: held_out_points(run) for run in args.runs}
+    def name(run: Path) -> str:
+        last = Path(str(run).split("+")[-1])
+        return last.stem if last.suffix == ".csv" else last.name
+
+    curves = {name(run): held_out_points(run) for run in args.runs}
     if args.save_csv:
         for name, points in curves.items():
             save_csv(points, args.save_csv / f"{name}.csv")
