@@ -47,18 +47,25 @@ def file_times(checkpoint: Path) -> Dict[str, int]:
     return {str(p.relative_to(checkpoint)): p.stat().st_mtime_ns for p in checkpoint.rglob("*") if p.is_file()}
 
 
+def kill_at_checkpoints(command: List[str], output: Path, count: int) -> None:
+    """Runs ``command`` and SIGKILLs it, with the Ray processes it started, once ``output``
+    holds ``count`` complete checkpoints."""
+    log_path = output.parent / f"{output.name}.log"
+    with log_path.open("w") as log:
+        run = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            while len(complete_checkpoints(output)) < count:
+                assert run.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, f"no checkpoint number {count} within 240 s"
+                time.sleep(0.05)
+        finally:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+
+
 def test_a_killed_run_resumes_from_its_newest_checkpoint(tmp_path: Path) -> None:
-    log = (tmp_path / "first.log").open("w")
-    first = subprocess.Popen(train_command(tmp_path / "results"), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while len(complete_checkpoints(tmp_path / "results")) < 3:
-            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no third checkpoint within 240 s"
-            time.sleep(0.05)
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray processes it started
-        first.wait()
+    kill_at_checkpoints(train_command(tmp_path / "results"), tmp_path / "results", 3)
     before = {p.name: file_times(p) for p in complete_checkpoints(tmp_path / "results")}
     (trial,) = [p.parent for p in (tmp_path / "results").rglob("result.json")]
     rows_at_kill = len((trial / "result.json").read_text().splitlines())
@@ -104,7 +111,6 @@ def test_resume_from_a_truncated_checkpoint_is_one_line(
     err = capsys.readouterr().err.strip()
     assert code == EXIT_USAGE and len(err.splitlines()) == 1, err
     assert "--resume" in err and "file class_and_ctor_args.pkl is unreadable or truncated" in err, err
-
 
 
 def lifetime_steps_by_iteration(output: Path) -> Dict[int, int]:
@@ -162,3 +168,23 @@ def test_a_finished_run_continues_from_its_checkpoint(
     code = main(["train", str(NAV2D), "--resume", "--from-checkpoint", str(tmp_path / "first")])
     err = capsys.readouterr().err.strip()
     assert code == EXIT_USAGE and len(err.splitlines()) == 1 and "give one of them" in err, err
+
+
+def test_a_killed_continuation_resumes_with_plain_resume(tmp_path: Path) -> None:
+    """A run started ``--from-checkpoint`` and killed goes on with just ``--resume``.
+
+    Tune does not save the param space, so the resumed trial's ``on_algorithm_init``
+    callback must be rebuilt from the checkpoint the experiment folder records; without
+    it RLlib called Tune's unresolved placeholder (``'list' object is not callable``).
+    """
+    done = subprocess.run(train_command(tmp_path / "first", "--stop-iters", "2"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    continued = train_command(tmp_path / "continued", "--from-checkpoint", str(tmp_path / "first"))
+    kill_at_checkpoints(continued, tmp_path / "continued", 2)
+
+    resumed = subprocess.run(train_command(tmp_path / "continued", "--resume"), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    steps = lifetime_steps_by_iteration(tmp_path / "continued")
+    # Iterations 3.. go on from the first run's 2; the resumed part ends at STOP_ITERS.
+    assert min(steps) == 3 and max(steps) == STOP_ITERS, steps
+    assert steps == {i: i * ENV_STEPS_PER_ITERATION for i in range(3, STOP_ITERS + 1)}, steps

@@ -114,6 +114,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rllib_maml.tools import experiment as ye
     from rllib_maml.tools import tune_run
 
+    if args.resume and args.from_checkpoint:  # a continuation's --resume finds its checkpoint itself
+        raise UserError(
+            "train: --resume continues this experiment (one started --from-checkpoint too), "
+            "--from-checkpoint starts a new one; give one of them"
+        )
     spec = ye.apply_overrides(
         ye.load_experiment(args.file),
         stop_iters=args.stop_iters,
@@ -125,8 +130,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = ye.build_config(spec)
     _check_cpus(ye.required_cpus(config))
     start_from = None
-    if args.resume and args.from_checkpoint:
-        raise UserError("train: --resume continues this experiment, --from-checkpoint starts a new one; give one of them")
     if args.from_checkpoint:  # before Ray starts: a readable checkpoint this file's config can continue
         from rllib_maml.tools.checkpoints import read_checkpoint, require_same_run
 

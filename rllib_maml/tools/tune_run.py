@@ -31,6 +31,13 @@ class TrainOutcome:
 EXPERIMENT_STATE_PERIOD_S = "0"
 
 
+#: In the experiment folder of a run started with ``from_checkpoint``: that checkpoint's
+#: path. Tune does not save the param space, and ``Tuner.restore`` resolves the trial's
+#: config against the one it is given, so ``--resume`` must rebuild the same
+#: ``on_algorithm_init`` callback; it reads the checkpoint from here.
+STARTED_FROM_FILE = "started_from_checkpoint.txt"
+
+
 def experiment_path(spec: ExperimentSpec, storage_path: Optional[str]) -> Path:
     """Where Tune keeps ``spec``'s experiment: ``<storage_path or ~/ray_results>/<name>``."""
     root = Path(storage_path).expanduser() if storage_path else Path("~/ray_results").expanduser()
@@ -91,12 +98,18 @@ def run_experiment(
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
     if resume:
         path = resumable_path(spec, storage_path)
+        origin = path / STARTED_FROM_FILE
+        if origin.is_file():  # a continuation: the same callback, which Tune's restore then overrides
+            config = starting_from(config, origin.read_text().strip())
         tuner = tune.Tuner.restore(
             str(path), trainable=spec.run, param_space=config, resume_unfinished=True, resume_errored=True
         )
     else:
         if from_checkpoint:
             config = starting_from(config, str(from_checkpoint))
+            folder = experiment_path(spec, storage_path)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / STARTED_FROM_FILE).write_text(f"{from_checkpoint}\n")
         checkpoint_config = tune.CheckpointConfig(
             checkpoint_frequency=spec.checkpoint_freq,
             checkpoint_at_end=True,
