@@ -12,7 +12,7 @@ import torch
 from rllib_maml.core.maml_math import ForwardFn, Params
 from rllib_maml.core.settings import MAMLSettings
 from rllib_maml.algorithm.rl_module import MAMLTorchRLModule, functional_forward
-from rllib_maml.core.data import TaskBatch
+from rllib_maml.core.data import TaskBatch, TaskRollout
 
 if TYPE_CHECKING:
     from rllib_maml import MAMLTorchPolicy
@@ -91,3 +91,15 @@ def coefficients(**overrides: float) -> MAMLSettings:
     values = dict(inner_lr=0.3, clip_param=0.2, vf_loss_coeff=0.5, entropy_coeff=0.01, kl_coeff=0.0, first_order=False)
     values.update(overrides)
     return MAMLSettings(**values)
+
+
+def one_episode_rollout(step: int, reward: float = 1.0, task_index: int = 0) -> TaskRollout:
+    """A 4-step episode of task ``task_index`` at adaptation ``step`` (``OBS_DIM`` / ``ACT_DIM``),
+    'sampled' by a fixed policy (mean 0, log-std 0), as the Learner receives it."""
+    rng = np.random.default_rng(step)
+    return TaskRollout.from_episode_columns(
+        task_index=task_index, step=step, task=None, group=None,
+        obs=[rng.normal(size=(5, OBS_DIM))], actions=[rng.normal(size=(4, ACT_DIM))], logp=[np.full(4, -2.0)],
+        dist_inputs=[np.hstack([np.zeros((4, 2 * ACT_DIM)), np.ones((4, ACT_DIM))])], rewards=[np.full(4, reward)],
+        terminated=[False],
+    )

@@ -22,6 +22,8 @@ INVALID_VALUES = [
     ("clip_param", 0.0),
     ("kl_coeff", -1.0),
     ("kl_target", 0.0),
+    ("kl_early_stop", 0.0),
+    ("kl_early_stop", "high"),
     ("vf_loss_coeff", -0.5),
     ("entropy_coeff", -0.01),
     ("lambda_", 1.5),
@@ -84,7 +86,7 @@ def test_every_update_setting_flows_from_the_config_into_the_math_unchanged() ->
     assert MAMLSettings.from_config(MAMLConfig()) == defaults
     changed = dict(
         inner_lr=0.05, clip_param=0.2, vf_loss_coeff=0.25, entropy_coeff=0.01, first_order=True, gamma=0.95,
-        lambda_=0.9, kl_coeff=0.002, kl_target=0.02, maml_optimizer_steps=3, baseline="linear", update_num_threads=1,
+        lambda_=0.9, kl_coeff=0.002, kl_target=0.02, kl_early_stop=0.05, maml_optimizer_steps=3, baseline="linear", update_num_threads=1,
         meta_optimizer="trpo", max_kl=0.02, cg_iters=7, cg_damping=1e-4, line_search_steps=9,
         line_search_backtrack_ratio=0.5,
     )

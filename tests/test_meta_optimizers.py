@@ -28,7 +28,8 @@ from rllib_maml.core.trpo import (
     natural_step,
     unflatten,
 )
-from tests.helpers import coefficients, forward_of, params_of, random_batch, tiny_module
+from rllib_maml.algorithm.rl_module import meta_updater_for
+from tests.helpers import coefficients, forward_of, one_episode_rollout, params_of, random_batch, tiny_module
 
 DAMPING = 1e-3
 
@@ -159,3 +160,34 @@ def test_each_meta_optimizer_trains_on_both_stacks(ray_session: None, meta_optim
 def test_invalid_meta_optimizer_settings_are_named(name: str, value: object) -> None:
     with pytest.raises(ValueError, match=rf"MAMLConfig\.{name}="):
         MAMLConfig().environment("rllib_maml/Navigation2D-v0").training(**{name: value}).validate()
+
+
+@pytest.mark.parametrize("meta_optimizer", ["ppo", "vpg"])
+def test_kl_early_stop_skips_the_remaining_meta_steps(meta_optimizer: str) -> None:
+    """With ``kl_early_stop`` the Adam steps stop once the meta-objective's KL exceeds it
+    (the first step always runs); without it, or above every KL, all steps run."""
+
+    def update(kl_early_stop):
+        module = tiny_module()
+        optimizer = torch.optim.Adam(module.parameters(), lr=0.05)
+        applied = []
+
+        def apply(loss: torch.Tensor) -> None:
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            applied.append(1)
+
+        settings = dataclasses.replace(
+            coefficients(), meta_optimizer=meta_optimizer, maml_optimizer_steps=4, kl_early_stop=kl_early_stop,
+            baseline="value_function",
+        )
+        stats = meta_updater_for(module, apply, settings).meta_update([[one_episode_rollout(0), one_episode_rollout(1)]])
+        return len(applied), stats
+
+    steps, stats = update(None)
+    assert steps == stats["meta_optimizer_steps"] == 4
+    steps, stats = update(1e9)
+    assert steps == stats["meta_optimizer_steps"] == 4
+    steps, stats = update(1e-9)
+    assert steps == stats["meta_optimizer_steps"] == 1 and stats["kl"] > 1e-9  # the KL that stopped it

@@ -25,7 +25,7 @@ from rllib_maml.core.settings import MAMLSettings
 from rllib_maml.core.updater import MAMLMetaUpdater
 from rllib_maml.core.data import TaskRollout, nonfinite_report
 
-from helpers import tiny_module
+from helpers import one_episode_rollout, tiny_module
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -108,13 +108,7 @@ def _updater(inner_lr: float) -> MAMLMetaUpdater:
     return meta_updater_for(module, lambda loss: None, settings)
 
 
-def _rollout(step: int, reward: float = 1.0) -> TaskRollout:
-    rng = np.random.default_rng(step)
-    return TaskRollout.from_episode_columns(
-        task_index=0, step=step, task=None, group=None,
-        obs=[rng.normal(size=(5, 3))], actions=[rng.normal(size=(4, 2))], logp=[np.full(4, -2.0)],
-        dist_inputs=[np.hstack([np.zeros((4, 4)), np.ones((4, 2))])], rewards=[np.full(4, reward)], terminated=[False],
-    )
+_rollout = one_episode_rollout
 
 
 def test_an_inner_step_that_overflows_is_named() -> None:

@@ -90,6 +90,14 @@ class MAMLConfig(AlgorithmConfig):
       adaptation step's policy near the policy that sampled its data; adapted
       towards ``kl_target`` after every iteration; >= 0; ``0.0005``.
     * ``kl_target``: target KL of that adaptive penalty; > 0; ``0.01``.
+    * ``kl_early_stop``: PPO and VPG only: the iteration's remaining
+      ``maml_optimizer_steps`` are skipped once the meta-objective's mean KL
+      (``kl`` in the results) exceeds this, as Stable-Baselines3's PPO
+      ``target_kl``. The adaptive penalty reacts only in the next iteration, and a
+      single overshooting iteration (KL 0.4 and 18 against a target of 0.01,
+      measured on HalfCheetahRandDirec past 10M env steps) blows the penalty up
+      and Adam's second moments with it. Results report ``meta_optimizer_steps``,
+      the steps taken. > 0 or None (never stop); ``None``.
     * ``vf_loss_coeff``: weight of the value loss (inner and outer); >= 0; ``0.5``.
     * ``entropy_coeff``: weight of the entropy bonus in the meta-objective; >= 0;
       ``0.0``.
@@ -198,6 +206,7 @@ class MAMLConfig(AlgorithmConfig):
         clip_param: Optional[float] = NotProvided,
         kl_coeff: Optional[float] = NotProvided,
         kl_target: Optional[float] = NotProvided,
+        kl_early_stop: Optional[float] = NotProvided,
         vf_loss_coeff: Optional[float] = NotProvided,
         entropy_coeff: Optional[float] = NotProvided,
         lambda_: Optional[float] = NotProvided,
@@ -224,6 +233,7 @@ class MAMLConfig(AlgorithmConfig):
             clip_param=clip_param,
             kl_coeff=kl_coeff,
             kl_target=kl_target,
+            kl_early_stop=kl_early_stop,
             vf_loss_coeff=vf_loss_coeff,
             entropy_coeff=entropy_coeff,
             lambda_=lambda_,

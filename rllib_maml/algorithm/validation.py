@@ -53,6 +53,8 @@ def check_training_settings(config: Any) -> None:
         _check_number(config, name, lambda v: v >= 0, "number >= 0")
     for name in ("lambda_", "gamma"):
         _check_number(config, name, lambda v: 0 <= v <= 1, "number in [0, 1]")
+    if config.kl_early_stop is not None:
+        _check_number(config, "kl_early_stop", lambda v: v > 0, "number > 0 or None")
     for name in ("torch_num_threads", "update_num_threads"):
         threads = getattr(config, name)
         if threads is not None and (not _is_int(threads) or threads < 1):

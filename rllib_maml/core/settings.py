@@ -27,6 +27,7 @@ class MAMLSettings:
     lambda_: float = 1.0
     kl_coeff: float = 0.0005
     kl_target: float = 0.01
+    kl_early_stop: Optional[float] = None
     maml_optimizer_steps: int = 5
     baseline: str = "value_function"
     update_num_threads: Optional[int] = None

@@ -196,9 +196,10 @@ class MAMLMetaUpdater:
             if self.settings.meta_optimizer == "trpo":
                 return self._trpo_update(steps)
             stats: Dict[str, Any] = {}
+            taken = 0
             for optimizer_step in range(self.settings.maml_optimizer_steps):
                 loss, stats = batched_meta_loss(self._loss_forward(), self._theta(), steps, self.coefficients())
-                # Over all Learners' tasks, so that every Learner raises alike (none waits in a collective).
+                # Over all Learners' tasks, so that every Learner raises (and stops) alike: none waits in a collective.
                 stats = self._average_stats({"meta_loss": loss.detach(), **stats})
                 nonfinite = sorted(k for k, v in stats.items() if not torch.isfinite(v).all())
                 if nonfinite:
@@ -207,8 +208,13 @@ class MAMLMetaUpdater:
                         f"{optimizer_step} (tasks {[b[0].task_index for b in task_batches]}); theta is left "
                         "as it was before this step. Lower lr or inner_lr."
                     )
+                early_stop = self.settings.kl_early_stop
+                if optimizer_step > 0 and early_stop is not None and float(stats["kl"]) > early_stop:
+                    break  # theta has moved too far from the sampling policies already (the first step always runs)
                 self._apply_meta_gradient(loss)
+                taken += 1
         result = {k: float(v) for k, v in stats.items()}
+        result["meta_optimizer_steps"] = float(taken)
         if self.settings.meta_optimizer == "ppo":  # VPG has no KL term to adapt
             self.kl_coeff = update_kl_coeff(self.kl_coeff, result["kl"], self.settings.kl_target)
         result["kl_coeff"] = self.kl_coeff
