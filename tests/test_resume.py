@@ -144,10 +144,18 @@ def test_a_finished_run_continues_from_its_checkpoint(
     checkpoint = read_checkpoint(tmp_path / "first").path
     config = experiment.build_config(experiment.apply_overrides(
         experiment.load_experiment(NAV2D), num_env_runners=0, config_overrides=TINY))
+    # Continued with a tenth of the lr: the restored Adam keeps its state but takes this run's lr.
+    slower = config.copy(copy_frozen=False).training(lr=config.lr / 10)
     started, reference, fresh = (
-        tune_run.starting_from(config, str(checkpoint)).build(), Algorithm.from_checkpoint(str(checkpoint)), config.build()
+        tune_run.starting_from(slower, str(checkpoint)).build(), Algorithm.from_checkpoint(str(checkpoint)), config.build()
     )
+
+    def lrs(algo: Algorithm) -> List[float]:
+        (optimizers,) = [r.get() for r in algo.learner_group.foreach_learner(lambda learner: learner.meta_optimizers())]
+        return [group["lr"] for optimizer in optimizers for group in optimizer.param_groups]
+
     try:
+        assert lrs(started) == [pytest.approx(config.lr / 10)] and lrs(reference) == [pytest.approx(config.lr)]
         assert started.iteration == reference.iteration == 3 and fresh.iteration == 0
         theta, expected = started.theta_holder.theta_weights(), reference.theta_holder.theta_weights()
         for name in expected:

@@ -86,6 +86,10 @@ class MAMLTorchLearner(MAMLUpdaterMethods, TorchLearner):
         self._share_weight = (share.stop - share.start) / len(rollouts)
         return self.maml.meta_update(list(rollouts)[share])
 
+    @override(MAMLUpdaterMethods)
+    def meta_optimizers(self) -> List[torch.optim.Optimizer]:
+        return [optimizer for _, optimizer in self.get_optimizers_for_module(DEFAULT_MODULE_ID)]
+
     def _weighted_all_reduce(self, tensors: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         """Each tensor's share-weighted sum over all Learners (one flat all-reduce; a collective call)."""
         dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))  # no precision lost

@@ -352,11 +352,19 @@ class MAML(OldStackMAML):
         # every call, yet the whole run reproducible from config.seed.
         self._reset_seeds = np.random.default_rng(config.seed)
         self._in_training_step = False
+        self._theta_holder: Optional[ThetaHolder] = None
         super().setup(config)
-        # Whatever holds theta (theta's snapshot, inner and meta-update): the stack is checked here, once.
-        self.theta_holder: ThetaHolder = (
-            PolicyThetaHolder(self.get_policy) if self._old_api_stack else LearnerGroupThetaHolder(self.learner_group)
-        )
+
+    @property
+    def theta_holder(self) -> ThetaHolder:
+        """Whatever holds theta (its snapshot, the inner step and the meta-update); the stack is
+        checked here, once. Built on first use, so that ``on_algorithm_init`` callbacks, which
+        run at the end of ``Algorithm.setup``, can use it."""
+        if self._theta_holder is None:
+            self._theta_holder = (
+                PolicyThetaHolder(self.get_policy) if self._old_api_stack else LearnerGroupThetaHolder(self.learner_group)
+            )
+        return self._theta_holder
 
     # --- checkpoint state ----------------------------------------------------------
     def _with_random_state(self, state: Dict[str, Any]) -> Dict[str, Any]:

@@ -39,6 +39,10 @@ class ThetaHolder(Protocol):
         """The adaptive KL coefficient of the PPO meta-objective (checkpointed with theta)."""
         ...
 
+    def set_meta_lr(self, lr: float) -> None:
+        """Sets the meta-optimizer's learning rate (after a restore, which brings the checkpoint's)."""
+        ...
+
 
 class LearnerGroupThetaHolder:
     """Theta in a ``LearnerGroup`` of ``MAMLTorchLearner`` s (new API stack).
@@ -70,6 +74,9 @@ class LearnerGroupThetaHolder:
     def kl_coeff(self) -> float:
         return float(self._call(lambda learner: learner.maml.kl_coeff))
 
+    def set_meta_lr(self, lr: float) -> None:
+        self._call(lambda learner: learner.set_meta_lr(lr), everywhere=True)
+
 
 class PolicyThetaHolder:
     """Theta in the driver's ``MAMLTorchPolicy`` (old API stack); ``policy`` returns it."""
@@ -88,3 +95,6 @@ class PolicyThetaHolder:
 
     def kl_coeff(self) -> float:
         return float(self._policy().maml.kl_coeff)
+
+    def set_meta_lr(self, lr: float) -> None:
+        self._policy().set_meta_lr(lr)

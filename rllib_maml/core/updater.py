@@ -299,3 +299,13 @@ class MAMLUpdaterMethods:
     def meta_update(self, rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, float]:
         """``maml_optimizer_steps`` meta-optimizer steps on rollouts labelled ``0..K`` per task."""
         return self.maml.meta_update(rollouts)
+
+    def meta_optimizers(self) -> List[torch.optim.Optimizer]:
+        """The torch optimizers of theta (Adam; with TRPO, the value network's)."""
+        raise NotImplementedError
+
+    def set_meta_lr(self, lr: float) -> None:
+        """Sets every meta-optimizer's learning rate (a restored optimizer keeps its checkpoint's)."""
+        for optimizer in self.meta_optimizers():
+            for group in optimizer.param_groups:
+                group["lr"] = lr

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence, Tuple, Type
+from typing import Any, Dict, List, Sequence, Tuple, Type
 
 import gymnasium as gym
 import numpy as np
@@ -80,6 +80,10 @@ class MAMLTorchPolicy(MAMLUpdaterMethods, TorchPolicyV2):
         self.num_grad_updates += 1
 
     # --- API for the Algorithm ---------------------------------------------------
+    @override(MAMLUpdaterMethods)
+    def meta_optimizers(self) -> List[torch.optim.Optimizer]:
+        return list(self._optimizers)
+
     def load_theta(self, weights: Dict[str, np.ndarray]) -> None:
         """Copies ``weights`` (from ``theta_weights`` or ``adapted_weights``) into the network, in place."""
         self.model.rl_module.set_state(weights)

@@ -61,8 +61,11 @@ def restore_on_init(algorithm: Any, checkpoint: str, **kwargs: Any) -> None:
     Learner state, the metrics (so the lifetime env-step counter a ``stop`` reads goes
     on from the checkpoint's), the iteration count, and MAML's task and reset-seed
     generators, so the continued run draws what the original would have drawn next.
+    The optimizer's learning rate is then this run's ``lr``: a restored torch optimizer
+    keeps the checkpoint's, which would silently ignore ``--config-override lr=...``.
     """
     algorithm.restore(checkpoint)
+    algorithm.theta_holder.set_meta_lr(algorithm.config.lr)
 
 
 def starting_from(config: Any, checkpoint: str) -> Any:
