@@ -108,19 +108,16 @@ def _updater(inner_lr: float) -> MAMLMetaUpdater:
     return meta_updater_for(module, lambda loss: None, settings)
 
 
-_rollout = one_episode_rollout
-
-
 def test_an_inner_step_that_overflows_is_named() -> None:
     with pytest.raises(NonFiniteDataError, match=r"non-finite weights .* for tasks \[0\]; lower inner_lr"):
-        _updater(inner_lr=1e39).adapted_weights([[_rollout(0)]])
+        _updater(inner_lr=1e39).adapted_weights([[one_episode_rollout(0)]])
 
 
 def test_a_nonfinite_meta_loss_is_named_and_not_applied() -> None:
     updater = _updater(inner_lr=0.1)
     applied = []
     updater._apply_meta_gradient = applied.append
-    rollouts = [[_rollout(0), _rollout(1)]]
+    rollouts = [[one_episode_rollout(0), one_episode_rollout(1)]]
     rollouts[0][1].dist_inputs[:, 0] = math.nan  # a corrupt record of the sampling policy: its KL is nan
     with pytest.raises(NonFiniteDataError, match="became non-finite at meta-optimizer step 0"):
         updater.meta_update(rollouts)

@@ -196,7 +196,7 @@ class MAMLMetaUpdater:
             if self.settings.meta_optimizer == "trpo":
                 return self._trpo_update(steps)
             stats: Dict[str, Any] = {}
-            taken = 0
+            taken, early_stop = 0, self.settings.kl_early_stop
             for optimizer_step in range(self.settings.maml_optimizer_steps):
                 loss, stats = batched_meta_loss(self._loss_forward(), self._theta(), steps, self.coefficients())
                 # Over all Learners' tasks, so that every Learner raises (and stops) alike: none waits in a collective.
@@ -208,7 +208,6 @@ class MAMLMetaUpdater:
                         f"{optimizer_step} (tasks {[b[0].task_index for b in task_batches]}); theta is left "
                         "as it was before this step. Lower lr or inner_lr."
                     )
-                early_stop = self.settings.kl_early_stop
                 if optimizer_step > 0 and early_stop is not None and float(stats["kl"]) > early_stop:
                     break  # theta has moved too far from the sampling policies already (the first step always runs)
                 self._apply_meta_gradient(loss)
