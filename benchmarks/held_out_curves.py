@@ -12,6 +12,13 @@ A run trained with ``evaluation_interval`` (as ``tuned_examples/halfcheetah-rand
 reports ``evaluation/maml/episode_return_mean_adapt_{k}`` on fixed held-out tasks every
 ``N`` iterations. This prints them against env steps as a markdown table (one row per
 evaluation and run) and plots them, one panel per adaptation step, one line per run.
+
+With ``--per-task`` (a task distribution with groups, as the multi-morphology env's bodies)
+it prints and plots, per group, the held-out adaptation delta with +- 2 standard errors across
+the group's held-out tasks, and the spread of the group's pre-adaptation return across them:
+
+    python benchmarks/held_out_curves.py --per-task results/mm-walker-hopper-s7 \
+        --output docs/multi_morphology_walker_hopper.png --save-csv docs/runs
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import argparse
 import csv
 import json
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 #: One evaluation: (lifetime env steps, {k: held-out return after k inner steps}).
 Point = Tuple[int, Dict[int, float]]
@@ -47,33 +54,111 @@ def save_csv(points: List[Point], path: Path) -> None:
             writer.writerow([steps] + [returns.get(k, "") for k in steps_k])
 
 
+def evaluations(run: Path) -> List[Tuple[int, Dict[str, Any]]]:
+    """``(lifetime env steps, result["evaluation"]["maml"])`` of every evaluation in the
+    ``result.json`` files under ``run`` (a Tune experiment folder), oldest first."""
+    files = sorted(run.rglob("result.json"))
+    if not files:
+        raise SystemExit(f"{run}: no result.json below it (is it an `rllib-maml train --output` folder?)")
+    found: List[Tuple[int, Dict[str, Any]]] = []
+    for path in files:
+        for line in path.read_text().splitlines():
+            result = json.loads(line)
+            curve = result.get("evaluation", {}).get("maml")
+            if curve:
+                found.append((int(result["env_runners"]["num_env_steps_sampled_lifetime"]), curve))
+    # A resumed run repeats the iterations after its last checkpoint: keep the newest of each.
+    return sorted(dict(found).items())
+
+
+def returns_of(curve: Dict[str, Any]) -> Dict[int, float]:
+    """``{k: held-out return after k inner steps}`` of one evaluation's curve."""
+    return {
+        int(key.rsplit("_", 1)[1]): float(value) for key, value in curve.items() if key.startswith("episode_return_mean_adapt_")
+    }
+
+
 def held_out_points(run: Path) -> List[Point]:
-    """Every evaluation found in the ``result.json`` files under ``run`` (a Tune experiment
-    folder), or the points of a CSV that ``--save-csv`` wrote."""
+    """Every evaluation of ``run`` (a Tune experiment folder), or the points of a CSV that
+    ``--save-csv`` wrote."""
     if "+" in str(run):  # A+B: a run and its continuation; B's point wins at the same env steps
         parts = [Path(part) for part in str(run).split("+")]
         return sorted(dict(point for part in parts for point in held_out_points(part)).items())
     if run.suffix == ".csv":
         return csv_points(run)
-    files = sorted(run.rglob("result.json"))
-    if not files:
-        raise SystemExit(f"{run}: no result.json below it (is it an `rllib-maml train --output` folder?)")
-    points: List[Point] = []
-    for path in files:
-        for line in path.read_text().splitlines():
-            result = json.loads(line)
-            curve = result.get("evaluation", {}).get("maml")
-            if not curve:
-                continue
-            steps = int(result["env_runners"]["num_env_steps_sampled_lifetime"])
-            returns = {
-                int(key.rsplit("_", 1)[1]): float(value)
-                for key, value in curve.items()
-                if key.startswith("episode_return_mean_adapt_")
-            }
-            points.append((steps, returns))
-    # A resumed run repeats the iterations after its last checkpoint: keep the newest of each.
-    return sorted(dict(points).items())
+    return [(steps, returns_of(curve)) for steps, curve in evaluations(run)]
+
+
+#: One per-group evaluation: (env steps, adaptation delta, its standard error across the group's
+#: held-out tasks, the spread of the group's pre-adaptation return across those tasks).
+DeltaPoint = Tuple[int, float, float, float]
+
+
+def per_task_deltas(run: Path) -> Dict[str, List[DeltaPoint]]:
+    """``{group (e.g. morphology): [DeltaPoint, ...]}`` from ``evaluation/maml/per_task``, or from
+    a CSV that ``--per-task --save-csv`` wrote."""
+    groups: Dict[str, List[DeltaPoint]] = {}
+    if run.suffix == ".csv":
+        with open(run, newline="") as f:
+            for row in csv.DictReader(f):
+                groups.setdefault(row["group"], []).append(
+                    (int(row["env_steps"]), float(row["adaptation_delta"]), float(row["adaptation_delta_stderr"]),
+                     float(row["pre_adaptation_return_std"]))
+                )
+        return groups
+    for steps, curve in evaluations(run):
+        for group, stats in curve.get("per_task", {}).items():
+            groups.setdefault(group, []).append(
+                (steps, float(stats["adaptation_delta"]), float(stats.get("adaptation_delta_stderr", "nan")),
+                 float(stats.get("pre_adaptation_return_std", "nan")))
+            )
+    if not groups:
+        raise SystemExit(f"{run}: its evaluations have no per_task curves (a task distribution with task groups, "
+                         "e.g. rllib_maml/MultiMorphologyLocomotion-v0, reports them)")
+    return groups
+
+
+def per_task_main(args: argparse.Namespace, name: Callable[[Path], str]) -> None:
+    """``--per-task``: each group's held-out adaptation delta against env steps, +- 2 standard errors."""
+    runs = {name(run): per_task_deltas(run) for run in args.runs}
+    if args.save_csv:
+        for run_name, groups in runs.items():
+            path = args.save_csv / f"{run_name}-per-task.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["env_steps", "group", "adaptation_delta", "adaptation_delta_stderr", "pre_adaptation_return_std"])
+                for group, points in groups.items():
+                    writer.writerows([steps, group, *values] for steps, *values in points)
+    print("| run | group | env steps | adaptation delta | 2 x std. error | pre-adaptation std across tasks |")
+    print("|---|---|---:|---:|---:|---:|")
+    for run_name, groups in runs.items():
+        for group, points in groups.items():
+            for steps, delta, stderr, spread in points:
+                print(f"| {run_name} | {group} | {steps:,d} | {delta:.1f} | {2 * stderr:.1f} | {spread:.1f} |")
+    if args.output:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        all_groups = sorted({group for groups in runs.values() for group in groups})
+        fig, axes = plt.subplots(1, len(all_groups), figsize=(3.4 * len(all_groups), 3.2), squeeze=False)
+        for ax, group in zip(axes[0], all_groups):
+            for run_name, groups in runs.items():
+                points = groups.get(group, [])
+                ax.errorbar([p[0] / 1e6 for p in points], [p[1] for p in points], yerr=[2 * p[2] for p in points],
+                            marker="o", capsize=2, label=run_name)
+            ax.set_title(group)
+            ax.set_xlabel("env steps (millions)")
+            ax.axhline(0.0, color="grey", lw=0.5)
+        axes[0][0].set_ylabel("held-out adaptation delta (+- 2 s.e.)")
+        axes[0][-1].legend(fontsize=7)
+        fig.suptitle(args.title)
+        fig.tight_layout()
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.output, dpi=110)
+        print(f"\nwrote {args.output}")
 
 
 def main() -> None:
@@ -82,11 +167,18 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="PNG to write (default: print only)")
     parser.add_argument("--title", default="held-out adaptation")
     parser.add_argument("--save-csv", type=Path, metavar="DIR", help="also write each run's points to DIR/<run>.csv")
+    parser.add_argument("--per-task", action="store_true",
+                        help="per task group (e.g. morphology): the adaptation delta with its standard error; "
+                             "CSVs DIR/<run>-per-task.csv")
     args = parser.parse_args()
 
     def name(run: Path) -> str:
         last = Path(str(run).split("+")[-1])
-        return last.stem if last.suffix == ".csv" else last.name
+        return last.stem.removesuffix("-per-task") if last.suffix == ".csv" else last.name
+
+    if args.per_task:
+        per_task_main(args, name)
+        return
 
     curves = {name(run): held_out_points(run) for run in args.runs}
     if args.save_csv:

@@ -17,6 +17,12 @@ MAML_RESULTS = "maml"
 ADAPT_RETURN_PREFIX = "episode_return_mean_adapt_"
 #: ``maml/adaptation_delta``: the return after the last inner step minus the return before adaptation.
 ADAPTATION_DELTA = "adaptation_delta"
+#: ``maml/adaptation_delta_stderr``: the standard error, across tasks, of the per-task deltas
+#: (NaN for one task). A delta more than twice this is adaptation, not task-draw noise.
+ADAPTATION_DELTA_STDERR = "adaptation_delta_stderr"
+#: ``maml/pre_adaptation_return_std``: the spread, across tasks, of the per-task mean return
+#: before adaptation (NaN for one task): how much the tasks differ for theta itself.
+PRE_ADAPTATION_STD = "pre_adaptation_return_std"
 #: ``maml/per_task/<group>/...``: the same curve per task group (e.g. per morphology).
 PER_TASK = "per_task"
 #: ``timers/*`` keys: seconds of this iteration spent sampling (all adaptation steps),
@@ -43,6 +49,12 @@ def adaptation_metrics(rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, A
         means = [mean_return([r[k] for r in task_rollouts]) for k in range(num_steps)]
         out = {adapt_return_key(k): m for k, m in enumerate(means)}
         out[ADAPTATION_DELTA] = means[-1] - means[0]
+        # Per task, each task's episodes weighted equally (the pooled means above weight by episode count).
+        before = np.array([r[0].episode_returns.mean() for r in task_rollouts])
+        deltas = np.array([r[-1].episode_returns.mean() for r in task_rollouts]) - before
+        n = len(task_rollouts)
+        out[ADAPTATION_DELTA_STDERR] = float(deltas.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+        out[PRE_ADAPTATION_STD] = float(before.std(ddof=1)) if n > 1 else float("nan")
         return out
 
     metrics: Dict[str, Any] = curve(rollouts)
