@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
-from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+from gymnasium.envs.mujoco.mujoco_env import DEFAULT_SIZE, MujocoEnv
 from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
 from gymnasium.utils import EzPickle, seeding
@@ -94,7 +94,14 @@ class MultiMorphologyLocomotionEnv(TaskSettableEnv[MorphologyTask], EzPickle):
 
     ``gym.make("rllib_maml/MultiMorphologyLocomotion-v0", morphologies=["Hopper",
     "HalfCheetah"])``. ``reset(seed=...)`` seeds the task stream and every
-    morphology env's reset noise. Rendering is not supported.
+    morphology env's reset noise.
+
+    ## Rendering
+    ``render_mode="rgb_array"`` (with MuJoCo's ``width`` and ``height``, default 480)
+    is handed to every morphology env; ``render()`` returns the current episode's
+    body's frame, and ``metadata["render_fps"]`` follows that body (set on ``reset``:
+    Ant, HalfCheetah 20; Swimmer 25; Hopper, Walker2d 125), so a video of one episode
+    plays at the body's real speed.
 
     ## Source
     This package's own definition (neither ProMP, the MAML paper nor RLlib's old
@@ -102,7 +109,7 @@ class MultiMorphologyLocomotionEnv(TaskSettableEnv[MorphologyTask], EzPickle):
     rewards and terminations are gymnasium's v5 ones unchanged.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
     #: How many morphology envs any instance has built (a test hook: never on reset).
     num_morphology_builds: ClassVar[int] = 0
 
@@ -111,8 +118,15 @@ class MultiMorphologyLocomotionEnv(TaskSettableEnv[MorphologyTask], EzPickle):
         config: Optional[Mapping[str, Any]] = None,
         morphologies: Optional[Sequence[str]] = None,
         directions: Optional[bool] = None,
+        render_mode: Optional[str] = None,
+        width: int = DEFAULT_SIZE,
+        height: int = DEFAULT_SIZE,
     ) -> None:
-        EzPickle.__init__(self, config, morphologies, directions)
+        EzPickle.__init__(self, config, morphologies, directions, render_mode, width, height)
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode={render_mode!r} is not supported; use one of {self.metadata['render_modes']}")
+        self.render_mode = render_mode
+        self.metadata = dict(self.metadata)  # per instance: render_fps follows the episode's body
         given = {k: v for k, v in {"morphologies": morphologies, "directions": directions}.items() if v is not None}
         options = env_options(config, given, {"morphologies": tuple(MORPHOLOGIES), "directions": False})
         unknown = set(options) - {"morphologies", "directions"}
@@ -131,7 +145,8 @@ class MultiMorphologyLocomotionEnv(TaskSettableEnv[MorphologyTask], EzPickle):
         self.morphologies: Tuple[str, ...] = names
         self.directions: bool = bool(options["directions"])
 
-        self._envs: Dict[str, MujocoEnv] = {name: self._build(name) for name in names}
+        render = {"render_mode": render_mode, "width": width, "height": height} if render_mode else {}
+        self._envs: Dict[str, MujocoEnv] = {name: self._build(name, **render) for name in names}
         self._obs_dims = {n: int(np.prod(e.observation_space.shape)) for n, e in self._envs.items()}
         self._action_dims = {n: int(np.prod(e.action_space.shape)) for n, e in self._envs.items()}
         self.max_obs_dim = max(self._obs_dims.values())
@@ -147,9 +162,9 @@ class MultiMorphologyLocomotionEnv(TaskSettableEnv[MorphologyTask], EzPickle):
         self._envs_seeded = False
 
     @staticmethod
-    def _build(name: str) -> MujocoEnv:
+    def _build(name: str, **render: Any) -> MujocoEnv:
         env_class, kwargs = MORPHOLOGIES[name]
-        env = env_class(**kwargs)
+        env = env_class(**kwargs, **render)
         MultiMorphologyLocomotionEnv.num_morphology_builds += 1
         space = env.action_space
         if not (np.all(space.low == -1.0) and np.all(space.high == 1.0)):
@@ -219,7 +234,19 @@ class MultiMorphologyLocomotionEnv(TaskSettableEnv[MorphologyTask], EzPickle):
             self._envs_seeded = True
         self._episode_task = self._task_for_new_episode()
         raw, info = self.morphology_env.reset()
+        self.metadata["render_fps"] = self.morphology_env.metadata["render_fps"]
         return self._observation(raw), {**info, "task": self._episode_task, "morphology": self.morphology}
+
+    @property
+    def dt(self) -> float:
+        """Seconds per step of the current episode's body (MuJoCo envs' ``dt``)."""
+        return float(self.morphology_env.dt)
+
+    def render(self) -> Optional[np.ndarray]:
+        """The current body's ``rgb_array`` frame (``None`` without a ``render_mode``)."""
+        if self.render_mode is None:
+            return None
+        return self.morphology_env.render()
 
     def step(self, action: np.ndarray) -> Tuple[np.ndarray, float, bool, bool, Dict[str, Any]]:
         if self._episode_task is None:

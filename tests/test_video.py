@@ -68,3 +68,25 @@ def test_ppo_films_only_with_video(tmp_path: Path, capsys) -> None:
     code = main(["evaluate", str(tmp_path), "--ppo", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == EXIT_USAGE and len(err.splitlines()) == 1, err
+
+
+def test_the_multi_morphology_env_renders_each_body_at_its_own_speed(monkeypatch) -> None:
+    monkeypatch.setenv("MUJOCO_GL", "egl")  # as the CLI sets it; read when the first viewer is made
+    config = MAMLConfig().environment(
+        "rllib_maml/MultiMorphologyLocomotion-v0", env_config={"morphologies": ["Hopper", "Ant"], "directions": True}
+    )
+    env = make_render_env(config)  # the path `evaluate --video` takes: 240 x 240 rgb_array frames
+    try:
+        frames, fps = {}, {}
+        for body in ("Hopper", "Ant"):
+            env.unwrapped.set_task((body, 1.0))
+            env.reset(seed=0)
+            env.step(env.action_space.sample())
+            frames[body], fps[body] = env.render(), env.unwrapped.metadata["render_fps"]
+            assert env.unwrapped.dt == pytest.approx(1.0 / fps[body])
+        assert frames["Hopper"].shape == frames["Ant"].shape == (240, 240, 3)
+        assert frames["Hopper"].std() > 10  # a rendered scene, not a blank frame
+        assert np.abs(frames["Hopper"].astype(int) - frames["Ant"]).mean() > 5  # two different bodies
+        assert (fps["Hopper"], fps["Ant"]) == (125, 20)
+    finally:
+        env.close()

@@ -101,18 +101,22 @@ def adaptation_videos(
     algo: Any, config: Any, tasks: Sequence[Any], num_steps: int, out_dir: Path, label: str, seed: int = 0
 ) -> List[Path]:
     """Adapts ``algo``'s theta to each task (as ``evaluate_adaptation`` does) and writes
-    ``<label>_task<i>_step<k>.gif`` for ``k = 0..num_steps``. Theta is unchanged."""
+    ``<label>_task<i>_step<k>.gif`` for ``k = 0..num_steps`` (``<label>_task<i>_<group>_step<k>.gif``
+    where the env names task groups, e.g. bodies). Theta is unchanged."""
     env = make_render_env(config)
     try:
         per_step = algo.adapt_and_sample(list(tasks), num_steps)[1]  # the weights that sampled each step
         # The network that acts: the new stack's RLModule, or the one inside the old stack's policy.
         module = algo.get_policy().model.rl_module if algo._old_api_stack else algo.get_module()
-        seconds = float(getattr(env.unwrapped, "dt", 0.05)) * FRAME_EVERY
         paths = []
         for i, task in enumerate(tasks):
             for k, weights in enumerate(per_step):
                 frames = episode_frames(env, task, mean_action_policy(module, weights[i], env.action_space), seed + i)
-                paths.append(write_gif(frames, out_dir / f"{label}_task{i}_step{k}.gif", seconds))
+                # After the episode: a multi-morphology env's dt is the task's body's.
+                seconds = float(getattr(env.unwrapped, "dt", 0.05)) * FRAME_EVERY
+                group = env.unwrapped.task_group(task)  # e.g. the body: maml_task0_Hopper_step1.gif
+                name = f"{label}_task{i}_{group}_step{k}.gif" if group else f"{label}_task{i}_step{k}.gif"
+                paths.append(write_gif(frames, out_dir / name, seconds))
         return paths
     finally:
         env.close()
