@@ -118,6 +118,20 @@ def per_task_deltas(run: Path) -> Dict[str, List[DeltaPoint]]:
     return groups
 
 
+def save_figure(fig: Any, axes: Any, ylabel: str, args: argparse.Namespace) -> None:
+    """Labels a row of panels (one line per run, zero marked) and writes it to ``args.output``."""
+    for ax in axes[0]:
+        ax.set_xlabel("env steps (millions)")
+        ax.axhline(0.0, color="grey", lw=0.5)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(args.title)
+    fig.tight_layout()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.output, dpi=110)
+    print(f"\nwrote {args.output}")
+
+
 def per_task_main(args: argparse.Namespace, name: Callable[[Path], str]) -> None:
     """``--per-task``: each group's held-out adaptation delta against env steps, +- 2 standard errors."""
     runs = {name(run): per_task_deltas(run) for run in args.runs}
@@ -150,15 +164,7 @@ def per_task_main(args: argparse.Namespace, name: Callable[[Path], str]) -> None
                 ax.errorbar([p[0] / 1e6 for p in points], [p[1] for p in points], yerr=[2 * p[2] for p in points],
                             marker="o", capsize=2, label=run_name)
             ax.set_title(group)
-            ax.set_xlabel("env steps (millions)")
-            ax.axhline(0.0, color="grey", lw=0.5)
-        axes[0][0].set_ylabel("held-out adaptation delta (+- 2 s.e.)")
-        axes[0][-1].legend(fontsize=7)
-        fig.suptitle(args.title)
-        fig.tight_layout()
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.output, dpi=110)
-        print(f"\nwrote {args.output}")
+        save_figure(fig, axes, "held-out adaptation delta (+- 2 s.e.)", args)
 
 
 def main() -> None:
@@ -202,15 +208,7 @@ def main() -> None:
             for name, points in curves.items():
                 ax.plot([s / 1e6 for s, r in points if k in r], [r[k] for _, r in points if k in r], marker="o", label=name)
             ax.set_title("before adaptation" if k == 0 else f"after {k} inner step{'s' if k > 1 else ''}")
-            ax.set_xlabel("env steps (millions)")
-            ax.axhline(0.0, color="grey", lw=0.5)
-        axes[0][0].set_ylabel("mean return, held-out tasks")
-        axes[0][-1].legend(fontsize=8)
-        fig.suptitle(args.title)
-        fig.tight_layout()
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.output, dpi=110)
-        print(f"\nwrote {args.output}")
+        save_figure(fig, axes, "mean return, held-out tasks", args)
 
 
 if __name__ == "__main__":
