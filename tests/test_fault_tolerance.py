@@ -4,7 +4,8 @@ The env raises inside ``step`` on a remote runner (as a buggy env or a MuJoCo
 instability would). RLlib's ``apply()`` then ends the runner process after
 ``delay_between_env_runner_restarts_s`` and Ray restarts it; MAML takes the runner out
 of service, waits until RLlib's ``restore_env_runners`` brings it back and samples the
-lost task again. An env that hangs instead makes the call exceed ``sample_timeout_s``;
+lost task again. An env that hangs instead makes the call exceed its time limit
+(``sample_timeout_s`` per round of the runner's sub-envs);
 MAML then has Ray restart the runner itself. If the env fails every time, the iteration ends after
 ``MAX_SAMPLING_RETRIES`` in a RuntimeError that names the task and the adaptation
 step, instead of training on fewer tasks. (On the new stack both tasks share the one runner, so both are named.)
@@ -59,7 +60,7 @@ def failing_config(marker: Path, mode: str, new_api_stack: bool = True) -> MAMLC
         MAMLConfig()
         .api_stack(enable_rl_module_and_learner=new_api_stack, enable_env_runner_and_connector_v2=new_api_stack)
         .environment("FailingNavigation2D", env_config={"marker": str(marker), "mode": mode})
-        .env_runners(num_env_runners=1, num_envs_per_env_runner=2, sample_timeout_s=10.0)
+        .env_runners(num_env_runners=1, num_envs_per_env_runner=2, sample_timeout_s=5.0)  # 2 rounds: 10 s a call
         # RLlib's default waits 60 s before restarting a failed runner; keep the test short.
         # A runner that never comes back fails the test within a minute, not RLlib's 30.
         .fault_tolerance(restart_failed_env_runners=True, delay_between_env_runner_restarts_s=1.0,
@@ -104,3 +105,16 @@ def test_restarting_sub_environments_is_rejected() -> None:
     config = MAMLConfig().environment("rllib_maml/Navigation2D-v0").fault_tolerance(restart_failed_sub_environments=True)
     with pytest.raises(ValueError, match="restart_failed_sub_environments"):
         config.validate()
+
+
+def test_a_call_may_take_sample_timeout_s_per_round_of_its_sub_envs() -> None:
+    """A held-out test of 40 tasks on 2 runners x 50 sub-envs is 4 rounds of 10 episodes
+    per task: it gets 4 x ``sample_timeout_s``, where a fixed limit failed a measured
+    multi-morphology run on a busy machine (results/mm-all-s7, iteration 150)."""
+    from rllib_maml.algorithm.sampling import call_timeout_s
+
+    config = MAMLConfig().env_runners(num_envs_per_env_runner=50, sample_timeout_s=60.0).training(episodes_per_task=10)
+    assert call_timeout_s(config, 5) == 60.0  # 50 episodes on 50 sub-envs: one round
+    assert call_timeout_s(config, 20) == 240.0
+    assert call_timeout_s(config, 1) == 60.0  # a partly used round still counts as one
+    assert call_timeout_s(config.env_runners(sample_timeout_s=None), 20) is None

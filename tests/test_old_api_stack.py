@@ -49,11 +49,12 @@ def test_policy_applies_exactly_the_meta_gradient(first_order: bool) -> None:
         assert not torch.allclose(expected, other), "second-order terms should matter here"
 
 
-def test_both_stacks_compute_the_same_update_from_the_same_data(ray_session: None) -> None:
+@pytest.mark.parametrize("baseline", ["linear", "value_function"])
+def test_both_stacks_compute_the_same_update_from_the_same_data(ray_session: None, baseline: str) -> None:
     """One config switch: the Learner and the Policy, given the same theta and rollouts,
     produce the same adapted weights, the same meta-update and the same KL coefficient."""
-    new = tiny_config(maml_optimizer_steps=3).build_algo()
-    old = old_stack_config(maml_optimizer_steps=3).build_algo()
+    new = tiny_config(maml_optimizer_steps=3, baseline=baseline).build_algo()
+    old = old_stack_config(maml_optimizer_steps=3, baseline=baseline).build_algo()
     try:
         old.get_policy().load_theta(theta(new))
         rollouts = old.sample_adaptation(old.sample_tasks(3), num_steps=1)

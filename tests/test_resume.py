@@ -113,6 +113,28 @@ def test_resume_from_a_truncated_checkpoint_is_one_line(
     assert "--resume" in err and "file class_and_ctor_args.pkl is unreadable or truncated" in err, err
 
 
+def test_resume_refuses_an_override_tune_would_ignore(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tune's restore keeps the saved trial config: a changed value is named, an equal one passes."""
+    from ray import tune
+
+    trial = tmp_path / "navigation2d-maml" / "MAML_trial"
+    trial.mkdir(parents=True)
+    (trial / "params.json").write_text(json.dumps({"seed": 7, "sample_timeout_s": 60.0, "lr": 0.003}))
+    monkeypatch.setattr(tune.Tuner, "can_restore", staticmethod(lambda path: True))  # only the files matter here
+    base = ["train", str(NAV2D), "--output", str(tmp_path), "--resume", "--config-override", "seed=7"]
+    for override, key, saved in [("sample_timeout_s=600", "sample_timeout_s", "60.0"), ("lr=0.0001", "lr", "0.003")]:
+        code = main([*base, "--config-override", override])
+        err = capsys.readouterr().err.strip()
+        assert code == EXIT_USAGE and len(err.splitlines()) == 1, err
+        assert f"{key} is {saved}" in err and override in err and "--from-checkpoint" in err, err
+    # The original command's own values (the README's "same command plus --resume") pass.
+    from rllib_maml.tools.tune_run import check_resume_overrides
+
+    check_resume_overrides(trial.parent, ["seed=7", "sample_timeout_s=60", "lr=0.003", "not_saved_key=1"])
+
+
 def lifetime_steps_by_iteration(output: Path) -> Dict[int, int]:
     rows = [json.loads(line) for f in output.rglob("result.json") for line in f.read_text().splitlines()]
     return {row["training_iteration"]: row["env_runners"]["num_env_steps_sampled_lifetime"] for row in rows}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -38,6 +39,20 @@ def _sample_share(
         ]
     return sample_jobs_on_runner(runner, jobs=jobs, num_episodes=num_episodes, reset_seed=reset_seed)
 
+def call_timeout_s(config: Any, num_tasks: int) -> Optional[float]:
+    """How long one runner's call for ``num_tasks`` tasks may take: ``sample_timeout_s``
+    per round of its vector env (``None``: no limit).
+
+    A call runs ``num_tasks * episodes_per_task`` episodes on ``num_envs_per_env_runner``
+    sub-envs, so a held-out test of 40 tasks is several rounds where a training step of
+    10 is one; a fixed limit would fail the larger call on a merely busy machine.
+    """
+    if config.sample_timeout_s is None:
+        return None
+    rounds = math.ceil(num_tasks * config.episodes_per_task / max(1, config.num_envs_per_env_runner))
+    return float(config.sample_timeout_s) * max(1, rounds)
+
+
 def sample_on_runners(
     algo: Algorithm,
     tasks: Sequence[Any],
@@ -52,7 +67,7 @@ def sample_on_runners(
     them in one call (:class:`~rllib_maml.algorithm.env_runner.MAMLEnvRunner`, one task
     per sub-env). Old stack: one task per RolloutWorker at a time, in rounds.
 
-    The tasks of a runner that fails (raises, dies or exceeds ``sample_timeout_s``)
+    The tasks of a runner that fails (raises, dies or exceeds :func:`call_timeout_s`)
     are sampled again once RLlib has restarted it (or on another healthy one);
     after ``MAX_SAMPLING_RETRIES`` failures the iteration raises, naming the tasks,
     so no task's data is silently dropped.
@@ -87,7 +102,7 @@ def sample_on_runners(
                 calls,
                 local_env_runner=False,
                 remote_worker_ids=runner_ids[: len(calls)],
-                timeout_seconds=algo.config.sample_timeout_s,
+                timeout_seconds=call_timeout_s(algo.config, max(len(share) for share in shares)),
             )
         for result in results:
             for rollout in result if isinstance(result, list) else []:
@@ -99,7 +114,10 @@ def sample_on_runners(
             failures += 1
             if failures > MAX_SAMPLING_RETRIES:
                 raise RuntimeError(
-                    f"Sampling tasks {lost} at adaptation step {step} failed {failures} times; giving up."
+                    f"Sampling tasks {lost} at adaptation step {step} failed {failures} times; giving up. A runner "
+                    f"fails when it raises, dies or takes longer than sample_timeout_s="
+                    f"{algo.config.sample_timeout_s} s per round of its sub-envs; if the runners' logs show no error, "
+                    "they were only slow (a busy machine): raise sample_timeout_s."
                 )
             failed_runners = sorted({runner_ids[k] for k, share in enumerate(shares) if set(share) & set(lost)})
             logger.warning(

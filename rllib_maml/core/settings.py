@@ -29,7 +29,7 @@ class MAMLSettings:
     kl_target: float = 0.01
     kl_early_stop: Optional[float] = None
     maml_optimizer_steps: int = 5
-    baseline: str = "value_function"
+    baseline: str = "linear"
     update_num_threads: Optional[int] = None
     meta_optimizer: str = "ppo"
     max_kl: float = 0.01

@@ -139,7 +139,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:  # before Ray starts: the run exists and its newest checkpoints are readable
         from rllib_maml.tools.checkpoints import check_checkpoint_files, newest_checkpoints
 
-        for checkpoint in newest_checkpoints(tune_run.resumable_path(spec, args.output)):
+        experiment = tune_run.resumable_path(spec, args.output)
+        tune_run.check_resume_overrides(experiment, args.config_override)
+        for checkpoint in newest_checkpoints(experiment):
             check_checkpoint_files(checkpoint, "--resume")
     elif tune_run.experiment_path(spec, args.output).exists():
         print(

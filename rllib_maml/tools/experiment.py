@@ -22,7 +22,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import gymnasium as gym
 import yaml
@@ -145,15 +145,8 @@ def apply_overrides(
         spec.config.pop("num_workers", None)
         spec.config["num_env_runners"] = num_env_runners
     for item in config_overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--config-override expects KEY=VALUE, got {item!r}")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise UserError(f"--config-override {item!r}: the value is not valid YAML") from None
+        (*parents, leaf), value = parse_override(item)
         target = spec.config
-        *parents, leaf = key.strip().split(".")
         for part in parents:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
@@ -163,6 +156,18 @@ def apply_overrides(
 
 
 # --- AlgorithmConfig ---------------------------------------------------------------
+def parse_override(item: str) -> Tuple[List[str], Any]:
+    """``"a.b=VALUE"`` -> ``(["a", "b"], VALUE parsed as YAML)``; a :class:`UserError` if malformed."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--config-override expects KEY=VALUE, got {item!r}")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise UserError(f"--config-override {item!r}: the value is not valid YAML") from None
+    return key.strip().split("."), value
+
+
 def algorithm_class(run: str) -> type:
     """The Algorithm class a ``run:`` name stands for (registered with Tune)."""
     from ray.rllib.algorithms.algorithm import Algorithm

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from rllib_maml.tools.errors import UserError
-from rllib_maml.tools.experiment import ExperimentSpec
+from rllib_maml.tools.experiment import ExperimentSpec, parse_override
 
 
 @dataclasses.dataclass
@@ -52,6 +53,31 @@ def resumable_path(spec: ExperimentSpec, storage_path: Optional[str]) -> Path:
     if not tune.Tuner.can_restore(str(path)):
         raise UserError(f"--resume: no Tune experiment to resume at {path} (run the same command without --resume first)")
     return path
+
+
+def check_resume_overrides(path: Path, config_overrides: Sequence[str]) -> None:
+    """A :class:`UserError` for a ``--config-override`` that ``--resume`` would ignore.
+
+    ``Tuner.restore`` keeps each trial's config as Tune saved it (``params.json``),
+    so an override that differs from it would silently not apply; one that repeats
+    the original command's value is fine.
+    """
+    for params_file in sorted(path.glob("*/params.json")):
+        saved = json.loads(params_file.read_text())
+        for item in config_overrides:
+            keys, value = parse_override(item)
+            current: Any = saved
+            for key in keys:
+                if not isinstance(current, dict) or key not in current:
+                    break
+                current = current[key]
+            else:
+                if current != value:
+                    raise UserError(
+                        f"--resume restores the run's config as Tune saved it ({params_file}), where "
+                        f"{'.'.join(keys)} is {current!r}: --config-override {item} would be ignored. To change it, "
+                        "continue from a checkpoint as a new experiment: --from-checkpoint CHECKPOINT with the override."
+                    )
 
 
 def restore_on_init(algorithm: Any, checkpoint: str, **kwargs: Any) -> None:
