@@ -86,7 +86,7 @@ def test_every_update_setting_flows_from_the_config_into_the_math_unchanged() ->
     assert MAMLSettings.from_config(MAMLConfig()) == defaults
     changed = dict(
         inner_lr=0.05, clip_param=0.2, vf_loss_coeff=0.25, entropy_coeff=0.01, first_order=True, gamma=0.95,
-        lambda_=0.9, kl_coeff=0.002, kl_target=0.02, kl_early_stop=0.05, maml_optimizer_steps=3, baseline="linear", update_num_threads=1,
+        lambda_=0.9, kl_coeff=0.002, kl_target=0.02, kl_early_stop=0.05, maml_optimizer_steps=3, baseline="value_function", update_num_threads=1,
         meta_optimizer="trpo", max_kl=0.02, cg_iters=7, cg_damping=1e-4, line_search_steps=9,
         line_search_backtrack_ratio=0.5,
     )
