@@ -5,7 +5,7 @@ instability would). RLlib's ``apply()`` then ends the runner process after
 ``delay_between_env_runner_restarts_s`` and Ray restarts it; MAML takes the runner out
 of service, waits until RLlib's ``restore_env_runners`` brings it back and samples the
 lost task again. An env that hangs instead makes the call exceed its time limit
-(``sample_timeout_s`` per round of the runner's sub-envs);
+(``sample_timeout_s`` per episode that each of the runner's sub-envs runs);
 MAML then has Ray restart the runner itself. If the env fails every time, the iteration ends after
 ``MAX_SAMPLING_RETRIES`` in a RuntimeError that names the task and the adaptation
 step, instead of training on fewer tasks. (On the new stack both tasks share the one runner, so both are named.)
@@ -60,7 +60,7 @@ def failing_config(marker: Path, mode: str, new_api_stack: bool = True) -> MAMLC
         MAMLConfig()
         .api_stack(enable_rl_module_and_learner=new_api_stack, enable_env_runner_and_connector_v2=new_api_stack)
         .environment("FailingNavigation2D", env_config={"marker": str(marker), "mode": mode})
-        .env_runners(num_env_runners=1, num_envs_per_env_runner=2, sample_timeout_s=5.0)  # 2 rounds: 10 s a call
+        .env_runners(num_env_runners=1, num_envs_per_env_runner=2, sample_timeout_s=5.0)  # 2 episodes per sub-env: 10 s a call
         # RLlib's default waits 60 s before restarting a failed runner; keep the test short.
         # A runner that never comes back fails the test within a minute, not RLlib's 30.
         .fault_tolerance(restart_failed_env_runners=True, delay_between_env_runner_restarts_s=1.0,
@@ -107,14 +107,18 @@ def test_restarting_sub_environments_is_rejected() -> None:
         config.validate()
 
 
-def test_a_call_may_take_sample_timeout_s_per_round_of_its_sub_envs() -> None:
-    """A held-out test of 40 tasks on 2 runners x 50 sub-envs is 4 rounds of 10 episodes
-    per task: it gets 4 x ``sample_timeout_s``, where a fixed limit failed a measured
-    multi-morphology run on a busy machine (results/mm-all-s7, iteration 150)."""
+def test_a_call_may_take_sample_timeout_s_per_episode_of_each_sub_env() -> None:
+    """A held-out test of 40 tasks on 2 runners x 50 sub-envs gives each runner 20 tasks,
+    2 sub-envs each, so 5 episodes one after another per sub-env: 5 x ``sample_timeout_s``,
+    where a fixed limit failed a measured multi-morphology run on a busy machine
+    (results/mm-all-s7, iteration 150)."""
+    from rllib_maml.algorithm.env_runner import episodes_per_sub_env
     from rllib_maml.algorithm.sampling import call_timeout_s
 
     config = MAMLConfig().env_runners(num_envs_per_env_runner=50, sample_timeout_s=60.0).training(episodes_per_task=10)
-    assert call_timeout_s(config, 5) == 60.0  # 50 episodes on 50 sub-envs: one round
-    assert call_timeout_s(config, 20) == 240.0
-    assert call_timeout_s(config, 1) == 60.0  # a partly used round still counts as one
+    assert call_timeout_s(config, 5) == 60.0  # 50 episodes on 50 sub-envs: one each
+    assert call_timeout_s(config, 20) == 300.0
+    assert call_timeout_s(config, 1) == 60.0  # 10 episodes on 50 sub-envs still take one episode's time
     assert call_timeout_s(config.env_runners(sample_timeout_s=None), 20) is None
+    # More jobs than sub-envs go in chunks: 60 jobs on 50 sub-envs = one episode each, twice (50, then 10 jobs x 5).
+    assert episodes_per_sub_env(60, 1, 50) == 2

@@ -45,6 +45,16 @@ class SamplingJob:
     weights: Dict[str, np.ndarray]
 
 
+def episodes_per_sub_env(num_jobs: int, num_episodes: int, width: int) -> int:
+    """How many episodes each of ``width`` sub-envs runs one after another when
+    :meth:`MAMLEnvRunner.sample_jobs` samples ``num_episodes`` of each of ``num_jobs`` jobs
+    (before any top-up round for episodes that ended early): jobs go in chunks of at
+    most ``width``, and a chunk of ``m`` jobs gives each job ``width // m`` sub-envs."""
+    return sum(
+        math.ceil(num_episodes / (width // min(width, num_jobs - start))) for start in range(0, num_jobs, width)
+    )
+
+
 class MAMLEnvRunner(SingleAgentEnvRunner):
     """A ``SingleAgentEnvRunner`` whose sub-envs serve several MAML tasks in one ``sample`` call.
 
@@ -99,7 +109,7 @@ class MAMLEnvRunner(SingleAgentEnvRunner):
         job_of_env = [j % len(jobs) for j in range(len(sub_envs))]
         for env, job_index in zip(sub_envs, job_of_env):
             env.unwrapped.set_task(jobs[job_index].task)
-        per_env = math.ceil(num_episodes / (len(sub_envs) // len(jobs)))
+        per_env = episodes_per_sub_env(len(jobs), num_episodes, len(sub_envs))
         module = self.module
         module.set_row_weights([job.weights for job in jobs], job_of_env)
         # SingleAgentEnvRunner resets with self._seed whenever num_episodes is given (Ray 2.60).

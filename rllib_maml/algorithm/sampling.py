@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -13,7 +12,7 @@ import numpy as np
 import ray
 from ray.rllib.algorithms.algorithm import Algorithm
 
-from rllib_maml.algorithm.env_runner import SamplingJob, sample_jobs_on_runner
+from rllib_maml.algorithm.env_runner import SamplingJob, episodes_per_sub_env, sample_jobs_on_runner
 from rllib_maml.core.data import NonFiniteDataError, TaskRollout, nonfinite_report
 from rllib_maml.old_stack.sampler import sample_task_on_rollout_worker
 
@@ -39,18 +38,18 @@ def _sample_share(
         ]
     return sample_jobs_on_runner(runner, jobs=jobs, num_episodes=num_episodes, reset_seed=reset_seed)
 
+
 def call_timeout_s(config: Any, num_tasks: int) -> Optional[float]:
     """How long one runner's call for ``num_tasks`` tasks may take: ``sample_timeout_s``
-    per round of its vector env (``None``: no limit).
+    per episode that each sub-env runs in it (:func:`episodes_per_sub_env`; ``None``: no limit).
 
-    A call runs ``num_tasks * episodes_per_task`` episodes on ``num_envs_per_env_runner``
-    sub-envs, so a held-out test of 40 tasks is several rounds where a training step of
-    10 is one; a fixed limit would fail the larger call on a merely busy machine.
+    A held-out test of 40 tasks runs several episodes per sub-env where a training step
+    of 10 runs one; a fixed limit would fail the larger call on a merely busy machine.
     """
     if config.sample_timeout_s is None:
         return None
-    rounds = math.ceil(num_tasks * config.episodes_per_task / max(1, config.num_envs_per_env_runner))
-    return float(config.sample_timeout_s) * max(1, rounds)
+    width = max(1, config.num_envs_per_env_runner)
+    return float(config.sample_timeout_s) * episodes_per_sub_env(num_tasks, config.episodes_per_task, width)
 
 
 def sample_on_runners(
@@ -116,7 +115,7 @@ def sample_on_runners(
                 raise RuntimeError(
                     f"Sampling tasks {lost} at adaptation step {step} failed {failures} times; giving up. A runner "
                     f"fails when it raises, dies or takes longer than sample_timeout_s="
-                    f"{algo.config.sample_timeout_s} s per round of its sub-envs; if the runners' logs show no error, "
+                    f"{algo.config.sample_timeout_s} s per episode each of its sub-envs runs; if the runners' logs show no error, "
                     "they were only slow (a busy machine): raise sample_timeout_s."
                 )
             failed_runners = sorted({runner_ids[k] for k, share in enumerate(shares) if set(share) & set(lost)})

@@ -62,10 +62,10 @@ def check_resume_overrides(path: Path, config_overrides: Sequence[str]) -> None:
     so an override that differs from it would silently not apply; one that repeats
     the original command's value is fine.
     """
-    for params_file in sorted(path.glob("*/params.json")):
+    overrides = [(item, *parse_override(item)) for item in config_overrides]
+    for params_file in sorted(path.glob("*/params.json")) if overrides else []:
         saved = json.loads(params_file.read_text())
-        for item in config_overrides:
-            keys, value = parse_override(item)
+        for item, keys, value in overrides:
             current: Any = saved
             for key in keys:
                 if not isinstance(current, dict) or key not in current:
