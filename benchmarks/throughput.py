@@ -61,6 +61,8 @@ def raw_rate(env_id: str, seconds: float) -> float:
 
 @dataclasses.dataclass
 class Measured:
+    """Medians of one configuration's timed iterations."""
+
     rate: float  # env steps/s of whole iterations
     sampling_rate: float = math.nan  # env steps/s while sampling
     update_share: float = math.nan  # meta-update seconds / iteration seconds

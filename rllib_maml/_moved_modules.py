@@ -36,7 +36,7 @@ MOVED = {
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Makes each old module path a small module whose attributes are the new module's."""
 
-    def find_spec(self, fullname: str, path: Optional[Sequence[str]], target: Optional[ModuleType] = None):  # type: ignore[override]
+    def find_spec(self, fullname: str, path: Optional[Sequence[str]], target: Optional[ModuleType] = None) -> Optional[importlib.machinery.ModuleSpec]:  # type: ignore[override]
         if fullname not in MOVED:
             return None
         return importlib.util.spec_from_loader(fullname, self)
