@@ -135,6 +135,29 @@ def test_resume_refuses_an_override_tune_would_ignore(
     check_resume_overrides(trial.parent, ["seed=7", "sample_timeout_s=60", "lr=0.003", "not_saved_key=1"])
 
 
+
+def test_a_params_file_cut_short_by_a_kill_falls_back_to_the_pickle(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Tune re-copies ``params.json`` after every result; a kill mid-copy leaves it empty."""
+    import cloudpickle
+
+    from rllib_maml.tools.errors import UserError
+    from rllib_maml.tools.tune_run import check_resume_overrides
+
+    trial = tmp_path / "navigation2d-maml" / "MAML_trial"
+    trial.mkdir(parents=True)
+    (trial / "params.json").write_text("")
+    (trial / "params.pkl").write_bytes(cloudpickle.dumps({"lr": 0.003}))
+    check_resume_overrides(trial.parent, ["lr=0.003"])
+    with pytest.raises(UserError, match="lr is 0.003"):
+        check_resume_overrides(trial.parent, ["lr=0.0001"])
+    # Both cut short: the check is skipped with a warning that names the file, not a traceback.
+    (trial / "params.pkl").write_bytes(b"\x80\x05")
+    check_resume_overrides(trial.parent, ["lr=0.0001"])
+    err = capsys.readouterr().err
+    assert "params.json" in err and "not checked" in err, err
+
 def lifetime_steps_by_iteration(output: Path) -> Dict[int, int]:
     rows = [json.loads(line) for f in output.rglob("result.json") for line in f.read_text().splitlines()]
     return {row["training_iteration"]: row["env_runners"]["num_env_steps_sampled_lifetime"] for row in rows}

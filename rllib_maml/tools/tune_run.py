@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -64,7 +65,9 @@ def check_resume_overrides(path: Path, config_overrides: Sequence[str]) -> None:
     """
     overrides = [(item, *parse_override(item)) for item in config_overrides]
     for params_file in sorted(path.glob("*/params.json")) if overrides else []:
-        saved = json.loads(params_file.read_text())
+        saved = saved_trial_config(params_file)
+        if saved is None:
+            continue
         for item, keys, value in overrides:
             current: Any = saved
             for key in keys:
@@ -78,6 +81,33 @@ def check_resume_overrides(path: Path, config_overrides: Sequence[str]) -> None:
                         f"{'.'.join(keys)} is {current!r}: --config-override {item} would be ignored. To change it, "
                         "continue from a checkpoint as a new experiment: --from-checkpoint CHECKPOINT with the override."
                     )
+
+
+def saved_trial_config(params_file: Path) -> Optional[Dict[str, Any]]:
+    """The trial config Tune saved as ``params_file``, or from ``params.pkl`` beside it.
+
+    Tune copies the whole trial folder, ``params.json`` included, to the storage path
+    after every result, so a run killed during that copy can leave the file empty; the
+    pickle beside it is the same config. ``None``, with a warning, if neither reads:
+    ``Tuner.restore`` rewrites both from its experiment state, so only this check is lost.
+    """
+    try:
+        return json.loads(params_file.read_text())
+    except (OSError, ValueError):
+        pass
+    pickle_file = params_file.with_name("params.pkl")
+    try:
+        import cloudpickle
+
+        with pickle_file.open("rb") as f:
+            return cloudpickle.load(f)
+    except Exception:  # noqa: BLE001 - any unreadable pickle means the same here
+        print(
+            f"warning: {params_file} and {pickle_file.name} are unreadable (cut short when the run was killed?); "
+            "--config-override values are not checked against this trial's saved config",
+            file=sys.stderr,
+        )
+        return None
 
 
 def restore_on_init(algorithm: Any, checkpoint: str, **kwargs: Any) -> None:
