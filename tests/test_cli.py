@@ -10,6 +10,7 @@ import contextlib
 import csv
 import io
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,15 @@ def test_every_task_distribution_has_a_maml_and_a_ppo_file_with_the_same_budget(
         assert maml.config["model_config"] == ppo.config["model_config"]
         if name in MORPHOLOGY_SUBSETS:
             assert set(maml.config["env_config"]["morphologies"]) == MORPHOLOGY_SUBSETS[name]
+
+
+@pytest.mark.parametrize("path", [p for p in YAMLS if p.stem.endswith("-ppo")], ids=lambda p: p.stem)
+def test_each_ppo_header_states_the_budget_it_runs(path: Path) -> None:
+    """The header's "same <N>M env-step budget" is the file's own stop (a budget raised in
+    ``stop`` once left a stale "6M" in multi-morphology-all-ppo.yaml)."""
+    header = " ".join(line.lstrip("# ") for line in path.read_text().splitlines() if line.startswith("#"))
+    (stated,) = re.findall(r"same (\d+(?:\.\d+)?)M env-step budget", header)
+    assert float(stated) * 1e6 == load_experiment(path).stop[STEP_BUDGET_KEY], path.name
 
 
 @pytest.mark.parametrize("path", [p for p in YAMLS if not p.stem.endswith("-ppo")], ids=lambda p: p.stem)
