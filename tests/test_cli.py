@@ -187,6 +187,30 @@ def test_compare_writes_csv_markdown_and_png(nav2d_runs: Dict[str, Any], tmp_pat
     assert "| MAML |" in capsys.readouterr().out
 
 
+def test_compare_reports_each_body_of_a_multi_morphology_env(tmp_path: Path) -> None:
+    """Per-group tables and panels: an overall gain must not hide a body that loses."""
+    import struct
+
+    from rllib_maml.tools import compare as cmp
+
+    maml = cmp.Curve("MAML", [10.0, 30.0], {"Hopper": [0.0, 70.0], "Walker2d": [20.0, -10.0]})
+    ppo = cmp.Curve("PPO + MAML inner update", [5.0, 6.0], {"Hopper": [4.0, 5.0], "Walker2d": [6.0, 7.0]})
+    paths = cmp.write_outputs([maml, ppo], tmp_path / "two", {"env": "mm"})
+    table = paths["markdown"].read_text()
+    overall, hopper, walker = table.split("\n## ")
+    assert "| MAML | 10.00 | 30.00 | +20.00 |" in overall
+    assert hopper.startswith("Hopper") and "| MAML | 0.00 | 70.00 | +70.00 |" in hopper
+    assert walker.startswith("Walker2d") and "| MAML | 20.00 | -10.00 | -30.00 |" in walker
+    assert "| PPO + MAML inner update | 6.00 | 7.00 | +1.00 |" in walker
+    single = cmp.write_outputs([cmp.Curve("MAML", maml.returns)], tmp_path / "one", {"env": "mm"})
+    assert "## " not in single["markdown"].read_text()
+
+    def png_width(path: Path) -> int:
+        return struct.unpack(">I", path.read_bytes()[16:20])[0]
+
+    assert png_width(paths["png"]) > 1.9 * png_width(single["png"])  # three panels, not one
+
+
 def test_compare_is_reproducible_on_the_same_held_out_tasks(nav2d_runs: Dict[str, Any]) -> None:
     from rllib_maml.tools import compare as cmp
 

@@ -195,7 +195,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             info, num_tasks=args.tasks, num_steps=args.steps, seed=args.seed,
             num_env_runners=args.num_env_runners,
         )
-        print(cmp.markdown_table([curve]))
+        print(cmp.markdown_table([curve]) + cmp.per_group_tables([curve]))
         if args.video:
             paths = cmp.videos(
                 info, num_tasks=min(args.video_tasks, args.tasks), num_steps=args.steps, output=args.video,

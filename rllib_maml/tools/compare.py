@@ -31,10 +31,6 @@ class Curve:
     returns: List[float]
     per_group: Dict[str, List[float]] = dataclasses.field(default_factory=dict)
 
-    @property
-    def delta(self) -> float:
-        return self.returns[-1] - self.returns[0]
-
     @classmethod
     def from_metrics(cls, label: str, metrics: Dict[str, Any]) -> "Curve":
         def returns_of(m: Dict[str, Any]) -> List[float]:
@@ -234,14 +230,30 @@ def evaluate(info: CheckpointInfo, *, num_tasks: int, num_steps: int, seed: int 
 
 
 # --- outputs -----------------------------------------------------------------------
-def markdown_table(curves: Sequence[Curve]) -> str:
-    """Rows: policies; columns: return after 0..K inner steps and the change."""
-    num_steps = len(curves[0].returns)
+def markdown_table(curves: Sequence[Curve], group: Optional[str] = None) -> str:
+    """Rows: policies; columns: return after 0..K inner steps and the change; over all
+    held-out tasks, or over one group's (a multi-morphology env's body) with ``group``."""
+    rows = [(c.label, c.returns if group is None else c.per_group[group]) for c in curves]
+    num_steps = len(rows[0][1])
     head = ["policy"] + [f"step {k}" for k in range(num_steps)] + ["delta (K - 0)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
-    for c in curves:
-        lines.append("| " + " | ".join([c.label] + [f"{r:.2f}" for r in c.returns] + [f"{c.delta:+.2f}"]) + " |")
+    for label, returns in rows:
+        cells = [label] + [f"{r:.2f}" for r in returns] + [f"{returns[-1] - returns[0]:+.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def shared_groups(curves: Sequence[Curve]) -> List[str]:
+    """The groups every curve reports (the bodies of a multi-morphology env), sorted."""
+    return sorted(set.intersection(*(set(c.per_group) for c in curves))) if curves else []
+
+
+def per_group_tables(curves: Sequence[Curve]) -> str:
+    """One markdown section per shared group (body), or "" for an env without groups."""
+    return "".join(
+        f"\n## {group}\n\nMean episode return on its held-out tasks:\n\n{markdown_table(curves, group)}\n"
+        for group in shared_groups(curves)
+    )
 
 
 def write_outputs(curves: Sequence[Curve], out_dir: Path, header: Dict[str, Any]) -> Dict[str, Path]:
@@ -257,6 +269,7 @@ def write_outputs(curves: Sequence[Curve], out_dir: Path, header: Dict[str, Any]
     meta = "\n".join(f"- {k}: {v}" for k, v in header.items())
     paths["markdown"].write_text(
         f"# Adaptation curves\n\n{meta}\n\nMean episode return after k inner steps:\n\n{markdown_table(curves)}\n"
+        + per_group_tables(curves)
     )
     plot_curves(curves, paths["png"], title=str(header.get("env", "")))
     return paths
@@ -268,15 +281,21 @@ def plot_curves(curves: Sequence[Curve], path: Path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for c in curves:
-        ax.plot(range(len(c.returns)), c.returns, marker="o", label=c.label)
-    ax.set_xlabel("inner adaptation steps")
-    ax.set_ylabel("mean episode return")
-    ax.set_xticks(range(len(curves[0].returns)))
-    ax.set_title(f"Adaptation on held-out tasks: {title}" if title else "Adaptation on held-out tasks")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    # One panel over all held-out tasks, then one per group (body): an average over bodies
+    # can hide a body that does not adapt.
+    panels = [("all held-out tasks", None)] + [(g, g) for g in shared_groups(curves)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 + 3.5 * (len(panels) - 1), 4), squeeze=False)
+    for ax, (name, group) in zip(axes[0], panels):
+        for c in curves:
+            returns = c.returns if group is None else c.per_group[group]
+            ax.plot(range(len(returns)), returns, marker="o", label=c.label)
+        ax.set_xlabel("inner adaptation steps")
+        ax.set_xticks(range(len(curves[0].returns)))
+        ax.set_title(name if len(panels) > 1 else "held-out tasks")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean episode return")
+    axes[0][0].legend()
+    fig.suptitle(f"Adaptation on held-out tasks: {title}" if title else "Adaptation on held-out tasks")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
