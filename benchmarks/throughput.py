@@ -14,6 +14,8 @@ Prints:
   * the meta-update's share of an iteration at both sizes;
   * MAML / built-in PPO, PPO at the better of 5 and 25 sub-envs per runner and
     the same env steps per iteration;
+  * RLlib's own SingleAgentEnvRunner sampling alone at MAML's 40 x 20 width / raw: what
+    RLlib's per-step cost (episodes, connectors) leaves of the raw rate, beside MAML's;
   * second- / first-order meta-update time on the same 40 x 20 rollouts;
   * peak RSS of the driver and of each EnvRunner after the 40 x 20 iterations;
   * MAML on the old API stack at 10 x 10.
@@ -115,6 +117,34 @@ def peak_rss_mb(algo: Any) -> Tuple[float, List[float]]:
     return peak(), list(algo.env_runner_group.foreach_env_runner(peak, local_env_runner=False))
 
 
+def env_runner_sampling_rate(args: argparse.Namespace, width: int, steps_per_runner: int) -> float:
+    """Env steps/s of RLlib's own SingleAgentEnvRunners (built-in PPO's, with a 64 x 64 tanh
+    policy as MAML's) sampling alone, all runners at once; median of ``args.iters`` calls
+    after a warm-up call."""
+    ppo = (
+        PPOConfig()
+        .environment(args.env)
+        .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=width)
+        .rl_module(model_config={"fcnet_hiddens": [64, 64], "fcnet_activation": "tanh"})
+        .debugging(seed=0)
+        .build_algo()
+    )
+
+    def sample(runner: Any) -> int:
+        return sum(len(episode) for episode in runner.sample(num_timesteps=steps_per_runner))
+
+    try:
+        rates = []
+        for call in range(args.iters + 1):
+            start = time.perf_counter()
+            steps = sum(ppo.env_runner_group.foreach_env_runner(sample, local_env_runner=False))
+            if call:  # the first call warms up
+                rates.append(steps / (time.perf_counter() - start))
+        return statistics.median(rates)
+    finally:
+        ppo.stop()
+
+
 def update_seconds(algo: Any, rollouts: Any, first_order: bool) -> float:
     """One meta-update on ``rollouts`` (after a warm-up one), first or second order."""
     def run(learner: Any) -> float:
@@ -161,6 +191,7 @@ def main() -> None:
     add(f"raw gymnasium env steps/s ({args.num_env_runners} processes, random actions), first", f"{raws[0]:,.0f}")
 
     measured: Dict[str, Measured] = {}
+    widths: Dict[str, int] = {}
     # The sizes without a baseline in their label use the library default, linear, which runs the
     # policy alone in the update (see MAMLMetaUpdater._loss_forward); value_function also trains
     # the value MLP through the inner steps, so its update is measured beside it.
@@ -175,7 +206,7 @@ def main() -> None:
         measured[label] = timed_iterations(algo.train, args.iters)
         m = measured[label]
         add(f"raw env steps/s just before MAML {label}", f"{raw:,.0f}")
-        width = config.num_envs_per_env_runner
+        width = widths[label] = config.num_envs_per_env_runner
         add(f"MAML {label}: full iteration env steps/s ({args.num_env_runners} runners x {width} sub-envs)", f"{m.rate:,.0f}")
         add(f"MAML {label}: full iteration / raw", f"{m.rate / raw:.2f}")
         add(f"MAML {label}: sampling alone / raw", f"{m.sampling_rate / raw:.2f}")
@@ -208,6 +239,18 @@ def main() -> None:
     add("MAML 10 x 10 / best built-in PPO", f"{measured['10 x 10'].rate / best_ppo:.2f}")
     add("MAML 40 x 20 / best built-in PPO", f"{measured['40 x 20'].rate / best_ppo:.2f}")
     add("MAML 40 x 20, value_function baseline / best built-in PPO", f"{measured['40 x 20, value_function baseline'].rate / best_ppo:.2f}")
+
+    # RLlib's own EnvRunner at MAML's 40 x 20 width, sampling alone: the part of the raw rate
+    # that RLlib's per-step cost (episode objects, connectors) leaves to any EnvRunner.
+    raws.append(measure_raw())
+    width = widths["40 x 20"]
+    rllib_rate = env_runner_sampling_rate(args, width, 40 * 20 * horizon // args.num_env_runners)
+    add("raw env steps/s just before RLlib's own EnvRunner", f"{raws[-1]:,.0f}")
+    add(f"RLlib SingleAgentEnvRunner, sampling alone ({args.num_env_runners} runners x {width} sub-envs) env steps/s",
+        f"{rllib_rate:,.0f}")
+    add("RLlib SingleAgentEnvRunner, sampling alone / raw", f"{rllib_rate / raws[-1]:.2f}")
+    add("MAML 40 x 20 sampling alone / RLlib SingleAgentEnvRunner sampling alone",
+        f"{measured['40 x 20'].sampling_rate / rllib_rate:.2f}")
 
     if not args.no_old_api_stack:
         config = (
