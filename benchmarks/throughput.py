@@ -191,7 +191,6 @@ def main() -> None:
     add(f"raw gymnasium env steps/s ({args.num_env_runners} processes, random actions), first", f"{raws[0]:,.0f}")
 
     measured: Dict[str, Measured] = {}
-    widths: Dict[str, int] = {}
     # The sizes without a baseline in their label use the library default, linear, which runs the
     # policy alone in the update (see MAMLMetaUpdater._loss_forward); value_function also trains
     # the value MLP through the inner steps, so its update is measured beside it.
@@ -206,7 +205,7 @@ def main() -> None:
         measured[label] = timed_iterations(algo.train, args.iters)
         m = measured[label]
         add(f"raw env steps/s just before MAML {label}", f"{raw:,.0f}")
-        width = widths[label] = config.num_envs_per_env_runner
+        width = config.num_envs_per_env_runner
         add(f"MAML {label}: full iteration env steps/s ({args.num_env_runners} runners x {width} sub-envs)", f"{m.rate:,.0f}")
         add(f"MAML {label}: full iteration / raw", f"{m.rate / raw:.2f}")
         add(f"MAML {label}: sampling alone / raw", f"{m.sampling_rate / raw:.2f}")
@@ -243,7 +242,7 @@ def main() -> None:
     # RLlib's own EnvRunner at MAML's 40 x 20 width, sampling alone: the part of the raw rate
     # that RLlib's per-step cost (episode objects, connectors) leaves to any EnvRunner.
     raws.append(measure_raw())
-    width = widths["40 x 20"]
+    width = sub_envs_per_runner(40, 20, args.num_env_runners, args.max_width)  # MAML's 40 x 20 width
     rllib_rate = env_runner_sampling_rate(args, width, 40 * 20 * horizon // args.num_env_runners)
     add("raw env steps/s just before RLlib's own EnvRunner", f"{raws[-1]:,.0f}")
     add(f"RLlib SingleAgentEnvRunner, sampling alone ({args.num_env_runners} runners x {width} sub-envs) env steps/s",

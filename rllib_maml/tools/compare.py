@@ -31,14 +31,18 @@ class Curve:
     returns: List[float]
     per_group: Dict[str, List[float]] = dataclasses.field(default_factory=dict)
 
+    def returns_of(self, group: Optional[str] = None) -> List[float]:
+        """``returns`` over all held-out tasks, or over one group's (body's) with ``group``."""
+        return self.returns if group is None else self.per_group[group]
+
     @classmethod
     def from_metrics(cls, label: str, metrics: Dict[str, Any]) -> "Curve":
-        def returns_of(m: Dict[str, Any]) -> List[float]:
+        def returns_in(m: Dict[str, Any]) -> List[float]:
             steps = sum(1 for k in m if k.startswith(ADAPT_RETURN_PREFIX))
             return [float(m[adapt_return_key(k)]) for k in range(steps)]
 
-        groups = {g: returns_of(m) for g, m in (metrics.get(PER_TASK) or {}).items()}
-        return cls(label=label, returns=returns_of(metrics), per_group=groups)
+        groups = {g: returns_in(m) for g, m in (metrics.get(PER_TASK) or {}).items()}
+        return cls(label=label, returns=returns_in(metrics), per_group=groups)
 
 
 # --- MAML configs that adapt a policy ----------------------------------------------
@@ -233,7 +237,7 @@ def evaluate(info: CheckpointInfo, *, num_tasks: int, num_steps: int, seed: int 
 def markdown_table(curves: Sequence[Curve], group: Optional[str] = None) -> str:
     """Rows: policies; columns: return after 0..K inner steps and the change; over all
     held-out tasks, or over one group's (a multi-morphology env's body) with ``group``."""
-    rows = [(c.label, c.returns if group is None else c.per_group[group]) for c in curves]
+    rows = [(c.label, c.returns_of(group)) for c in curves]
     num_steps = len(rows[0][1])
     head = ["policy"] + [f"step {k}" for k in range(num_steps)] + ["delta (K - 0)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
@@ -287,7 +291,7 @@ def plot_curves(curves: Sequence[Curve], path: Path, title: str = "") -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(6 + 3.5 * (len(panels) - 1), 4), squeeze=False)
     for ax, (name, group) in zip(axes[0], panels):
         for c in curves:
-            returns = c.returns if group is None else c.per_group[group]
+            returns = c.returns_of(group)
             ax.plot(range(len(returns)), returns, marker="o", label=c.label)
         ax.set_xlabel("inner adaptation steps")
         ax.set_xticks(range(len(curves[0].returns)))
