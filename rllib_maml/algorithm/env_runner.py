@@ -24,11 +24,14 @@ from collections import defaultdict
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
-
+from gymnasium.vector import SyncVectorEnv
+from gymnasium.wrappers.vector import DictInfoToList
+from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.utils.annotations import override
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
+from rllib_maml.algorithm.vector_env import ListInfoSyncVectorEnv, ListInfoToList
 from rllib_maml.core.data import TaskRollout
 
 #: Extra sampling rounds allowed for tasks whose episodes ended early (terminations).
@@ -68,6 +71,25 @@ class MAMLEnvRunner(SingleAgentEnvRunner):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._env_index_of_episode: Dict[str, int] = {}
         super().__init__(*args, **kwargs)
+        self._listens_to_episode_step = bool(self.config.callbacks_on_episode_step) or any(
+            type(callback).on_episode_step is not RLlibCallback.on_episode_step for callback in self._callbacks
+        )
+
+    @override(SingleAgentEnvRunner)
+    def _make_on_episode_callback(self, which: str, idx: int, episodes: List[SingleAgentEpisode]) -> None:
+        # RLlib builds the kwargs of on_episode_step for every sub-env and vector step (100 per
+        # step here) even when no callback overrides it; skip only that no-op.
+        if which == "on_episode_step" and not getattr(self, "_listens_to_episode_step", True):
+            return
+        super()._make_on_episode_callback(which, idx, episodes)
+
+    @override(SingleAgentEnvRunner)
+    def make_env(self) -> None:
+        # RLlib's env, with the sub-env infos passed on as a list instead of packed into
+        # arrays and unpacked again (rllib_maml/algorithm/vector_env.py says why).
+        super().make_env()
+        if isinstance(self.env, DictInfoToList) and type(self.env.env) is SyncVectorEnv:
+            self.env = ListInfoToList(ListInfoSyncVectorEnv.around(self.env.env))
 
     @override(SingleAgentEnvRunner)
     def _new_episode(self, env_index: int, episodes: Optional[List[SingleAgentEpisode]] = None) -> None:
