@@ -46,9 +46,9 @@ def curve(algo: Any, env_steps: int, label: str) -> List[Tuple[int, float]]:
 
 
 def value_at(points: List[Tuple[int, float]], steps: int, window: int = 3) -> float:
-    """Mean return of the ``window`` iterations up to ``steps`` env steps."""
+    """Mean return of the ``window`` iterations up to ``steps`` env steps (NaN past the curve's end)."""
     before = [r for s, r in points if s <= steps][-window:]
-    return sum(before) / len(before) if before else float("nan")
+    return sum(before) / len(before) if before and points[-1][0] >= steps else float("nan")
 
 
 def main() -> None:
@@ -119,7 +119,7 @@ def main() -> None:
     print("| env steps | " + " | ".join(curves) + " |\n|---|" + "---|" * len(curves))
     for mark in marks:
         print(f"| {mark:,d} | " + " | ".join(f"{value_at(p, mark):.1f}" for p in curves.values()) + " |")
-    print(f"(mean of the last 3 iterations up to each mark; curves in {output})")
+    print(f"(mean of the last 3 iterations up to each mark, nan past a run's budget; curves in {output})")
 
 
 if __name__ == "__main__":
