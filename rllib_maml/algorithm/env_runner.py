@@ -66,6 +66,11 @@ class MAMLEnvRunner(SingleAgentEnvRunner):
     ``num_envs_per_env_runner``), so with ``n`` sub-envs a job has ``n // m`` or more of
     them and its episodes are sampled in parallel. Requires the ``"sync"`` vector mode
     (the runner sets each sub-env's task directly).
+
+    Two per-step costs of RLlib's runner that do not depend on the vector's width are cut
+    (``benchmarks/vector_infos.py`` measures them): the sub-envs' infos reach RLlib as a
+    list without gymnasium's pack-and-unpack (:mod:`rllib_maml.algorithm.vector_env`), and
+    ``on_episode_step`` is not called where no callback overrides it.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
