@@ -67,7 +67,7 @@ class MAMLEnvRunner(SingleAgentEnvRunner):
     them and its episodes are sampled in parallel. Requires the ``"sync"`` vector mode
     (the runner sets each sub-env's task directly).
 
-    Two per-step costs of RLlib's runner that do not depend on the vector's width are cut
+    Two costs that RLlib's runner pays per sub-env and vector step are cut
     (``benchmarks/vector_infos.py`` measures them): the sub-envs' infos reach RLlib as a
     list without gymnasium's pack-and-unpack (:mod:`rllib_maml.algorithm.vector_env`), and
     ``on_episode_step`` is not called where no callback overrides it.
