@@ -3,6 +3,7 @@ still calls every episode callback that somebody listens to."""
 
 from __future__ import annotations
 
+import gc
 from typing import Any, Callable, List
 
 import gymnasium as gym
@@ -25,7 +26,10 @@ class InfoEnv(gym.Env):
     action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
 
     def __init__(self, index: int, horizon: int) -> None:
-        self.index, self.horizon, self.t = index, horizon, 0
+        self.index, self.horizon, self.t, self.closed = index, horizon, 0, False
+
+    def close(self) -> None:
+        self.closed = True
 
     def reset(self, *, seed: Any = None, options: Any = None) -> Any:
         super().reset(seed=seed)
@@ -73,6 +77,20 @@ def test_list_infos_equal_gymnasiums_dict_round_trip_through_resets_and_autorese
         assert_same_infos(infos_a, infos_b)
         autoresets += sum("reset_of" in info for info in infos_a)
     assert autoresets >= 3  # steps where a sub-env autoreset were compared too
+
+
+def test_the_replaced_vector_env_does_not_close_the_sub_envs_it_hands_over() -> None:
+    """gymnasium closes a vector env's sub-envs when it is garbage-collected; the old one's
+    sub-envs live on in the new one."""
+    old = vector(SyncVectorEnv, 2)
+    sub_envs = list(old.envs)
+    new = ListInfoSyncVectorEnv.around(old)
+    assert new.envs == sub_envs
+    del old
+    gc.collect()
+    assert not any(sub_env.closed for sub_env in sub_envs)
+    new.close()
+    assert all(sub_env.closed for sub_env in sub_envs)
 
 
 def test_maml_runner_uses_the_list_infos_on_the_same_sub_envs(ray_session: None) -> None:

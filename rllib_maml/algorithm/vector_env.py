@@ -38,7 +38,11 @@ class ListInfoSyncVectorEnv(SyncVectorEnv):
 
     @classmethod
     def around(cls, vector_env: SyncVectorEnv) -> "ListInfoSyncVectorEnv":
-        """The same sub-envs (not copies), copy mode, observation mode, autoreset mode and spec."""
+        """The same sub-envs (not copies), copy mode, observation mode, autoreset mode and spec.
+
+        ``vector_env`` hands its sub-envs over: it is marked closed without closing them,
+        since gymnasium closes a vector env's sub-envs when it is garbage-collected.
+        """
         env = cls(
             [lambda sub_env=sub_env: sub_env for sub_env in vector_env.envs],
             copy=vector_env.copy,
@@ -46,6 +50,7 @@ class ListInfoSyncVectorEnv(SyncVectorEnv):
             autoreset_mode=vector_env.autoreset_mode,
         )
         env.spec = vector_env.spec
+        vector_env.closed = True
         return env
 
     def _add_info(self, vector_infos: Dict[str, Any], env_info: Dict[str, Any], env_num: int) -> ListInfos:
