@@ -61,6 +61,12 @@ class MultiMorphologyLocomotionEnv(TaskSettableEnv[MorphologyTask], EzPickle):
     meta-batch of at least ``len(morphologies)`` tasks contains every morphology.
     Each ``reset`` without a set task draws one task, i.e. a uniform morphology.
 
+    ``shares`` skews the morphologies: a round then holds ``shares[name]`` copies of
+    each name (1 for a name it leaves out), so ``{"Ant": 4}`` over all five bodies
+    makes half of all tasks Ant and an eighth each of the others. It gives a body
+    that needs more env steps a larger part of a fixed budget. Held-out tasks are
+    drawn by the same ``sample_tasks``, so they follow the shares too.
+
     ## Action Space
     ``Box(-1, 1, (A,), float32)``, ``A`` the largest action size of the chosen
     morphologies (Ant 8, HalfCheetah 6, Walker2d 6, Hopper 3, Swimmer 2; all
@@ -91,6 +97,8 @@ class MultiMorphologyLocomotionEnv(TaskSettableEnv[MorphologyTask], EzPickle):
     * ``morphologies``: a sequence of names from ``"Ant"``, ``"HalfCheetah"``,
       ``"Hopper"``, ``"Walker2d"``, ``"Swimmer"`` (default: all five, in that order).
     * ``directions``: bool, default False (see Task distribution).
+    * ``shares``: a mapping from morphology name to a positive integer, default 1
+      for each (see Task distribution).
 
     ``gym.make("rllib_maml/MultiMorphologyLocomotion-v0", morphologies=["Hopper",
     "HalfCheetah"])``. ``reset(seed=...)`` seeds the task stream and every
@@ -121,19 +129,21 @@ class MultiMorphologyLocomotionEnv(TaskSettableEnv[MorphologyTask], EzPickle):
         render_mode: Optional[str] = None,
         width: int = DEFAULT_SIZE,
         height: int = DEFAULT_SIZE,
+        shares: Optional[Mapping[str, int]] = None,
     ) -> None:
-        EzPickle.__init__(self, config, morphologies, directions, render_mode, width, height)
+        EzPickle.__init__(self, config, morphologies, directions, render_mode, width, height, shares)
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode={render_mode!r} is not supported; use one of {self.metadata['render_modes']}")
         self.render_mode = render_mode
         self.metadata = dict(self.metadata)  # per instance: render_fps follows the episode's body
-        given = {k: v for k, v in {"morphologies": morphologies, "directions": directions}.items() if v is not None}
-        options = env_options(config, given, {"morphologies": tuple(MORPHOLOGIES), "directions": False})
-        unknown = set(options) - {"morphologies", "directions"}
+        given = {"morphologies": morphologies, "directions": directions, "shares": shares}
+        given = {k: v for k, v in given.items() if v is not None}
+        options = env_options(config, given, {"morphologies": tuple(MORPHOLOGIES), "directions": False, "shares": {}})
+        unknown = set(options) - {"morphologies", "directions", "shares"}
         if unknown:
             raise ValueError(
                 f"MultiMorphologyLocomotionEnv got unknown options {sorted(unknown)}; "
-                "it takes 'morphologies' and 'directions'."
+                "it takes 'morphologies', 'directions' and 'shares'."
             )
         names = options["morphologies"]
         names = (names,) if isinstance(names, str) else tuple(names)
@@ -144,6 +154,9 @@ class MultiMorphologyLocomotionEnv(TaskSettableEnv[MorphologyTask], EzPickle):
             )
         self.morphologies: Tuple[str, ...] = names
         self.directions: bool = bool(options["directions"])
+        self.shares: Dict[str, int] = self._validate_shares(options["shares"], names)
+        #: One round of :meth:`sample_tasks`: each morphology's index, ``shares[name]`` times.
+        self._round = np.repeat(np.arange(len(names)), [self.shares[n] for n in names])
 
         render = {"render_mode": render_mode, "width": width, "height": height} if render_mode else {}
         self._envs: Dict[str, MujocoEnv] = {name: self._build(name, **render) for name in names}
@@ -162,6 +175,17 @@ class MultiMorphologyLocomotionEnv(TaskSettableEnv[MorphologyTask], EzPickle):
         self._envs_seeded = False
 
     @staticmethod
+    def _validate_shares(shares: Any, names: Tuple[str, ...]) -> Dict[str, int]:
+        if not isinstance(shares, abc.Mapping):
+            raise ValueError(f"shares={shares!r} is invalid: give a mapping from morphology name to a positive integer.")
+        for name, share in shares.items():
+            if name not in names:
+                raise ValueError(f"shares names {name!r}, which is not one of morphologies={list(names)}.")
+            if isinstance(share, bool) or not isinstance(share, (int, np.integer)) or share < 1:
+                raise ValueError(f"shares[{name!r}]={share!r} is invalid: give a positive integer.")
+        return {name: int(shares.get(name, 1)) for name in names}
+
+    @staticmethod
     def _build(name: str, **render: Any) -> MujocoEnv:
         env_class, kwargs = MORPHOLOGIES[name]
         env = env_class(**kwargs, **render)
@@ -173,9 +197,9 @@ class MultiMorphologyLocomotionEnv(TaskSettableEnv[MorphologyTask], EzPickle):
 
     # --- tasks ---------------------------------------------------------------------
     def sample_tasks(self, n_tasks: int) -> List[MorphologyTask]:
-        # Shuffled rounds: each round is a random permutation of all morphologies.
-        num_rounds = -(-n_tasks // len(self.morphologies))
-        rounds = [self.np_random.permutation(len(self.morphologies)) for _ in range(num_rounds)]
+        # Shuffled rounds: each round is a random permutation of all morphologies (with their shares).
+        num_rounds = -(-n_tasks // len(self._round))
+        rounds = [self.np_random.permutation(self._round) for _ in range(num_rounds)]
         indices = np.concatenate(rounds)[:n_tasks] if rounds else []
         names = [self.morphologies[i] for i in indices]
         if not self.directions:

@@ -227,6 +227,31 @@ def test_multi_morphology_meta_batches_cover_every_morphology() -> None:
     env.close()
 
 
+def test_multi_morphology_shares_skew_the_rounds() -> None:
+    env = gym.make(MULTI, directions=True, shares={"Ant": 4})
+    base = env.unwrapped
+    assert base.shares == {"Ant": 4, "HalfCheetah": 1, "Hopper": 1, "Walker2d": 1, "Swimmer": 1}
+    env.reset(seed=0)
+    for _ in range(3):
+        names = [name for name, _ in base.sample_tasks(16)]  # two rounds of 8
+        assert {n: names.count(n) for n in base.morphologies} == {
+            "Ant": 8, "HalfCheetah": 2, "Hopper": 2, "Walker2d": 2, "Swimmer": 2}
+    # Without shares the rounds are as before the option existed: one permutation of the names each.
+    plain, ones = (gym.make(MULTI, shares=s).unwrapped for s in (None, {n: 1 for n in base.morphologies}))
+    for e in (plain, ones):
+        e.reset(seed=5)
+    assert plain.sample_tasks(23) == ones.sample_tasks(23)
+    plain.reset(seed=5)
+    rng = np.random.default_rng()
+    rng.bit_generator.state = plain.np_random.bit_generator.state
+    assert plain.sample_tasks(5) == [plain.morphologies[i] for i in rng.permutation(5)]
+    for bad, culprit in (({"Humanoid": 2}, "Humanoid"), ({"Ant": 0}, "Ant"), ({"Ant": 1.5}, "Ant"), ([2], "shares")):
+        with pytest.raises(ValueError, match=culprit):
+            MultiMorphologyLocomotionEnv(shares=bad)
+    for e in (env, plain, ones):
+        e.close()
+
+
 def test_multi_morphology_masked_action_dims_have_no_effect() -> None:
     env = gym.make(MULTI, morphologies=["Hopper", "Ant"])
     env.unwrapped.set_task("Hopper")
