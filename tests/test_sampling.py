@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, ClassVar, List
 
+import gymnasium as gym
 import numpy as np
 import pytest
+from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from rllib_maml import MAML
+from rllib_maml.algorithm.metrics import DROPPED_ENV_STEPS_FRACTION, MAML_RESULTS
+from rllib_maml.core.tasks import TaskSettableEnv
 from tests.test_training import STACKS, tiny_config
 
 
@@ -82,3 +86,50 @@ def test_one_runner_samples_each_task_with_its_own_weights(ray_session: None, nu
             np.testing.assert_allclose(rollout.rewards, -np.linalg.norm(next_obs - goal, axis=1), rtol=1e-5)
     finally:
         algo.stop()
+
+
+class CountingEnv(TaskSettableEnv[float]):
+    """Episodes that end at random lengths (task: the chance to terminate per step), counting
+    every ``step`` the simulator runs in this process (``num_steps``)."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    num_steps: ClassVar[int] = 0
+
+    def __init__(self, config: Any = None) -> None:
+        self.t = 0
+
+    def sample_tasks(self, n_tasks: int) -> List[float]:
+        return [float(p) for p in self.np_random.uniform(0.02, 0.3, n_tasks)]
+
+    def reset(self, *, seed: Any = None, options: Any = None) -> Any:
+        super().reset(seed=seed)
+        self._task_for_new_episode()
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action: np.ndarray) -> Any:
+        CountingEnv.num_steps += 1
+        self.t += 1
+        terminated = bool(self.np_random.random() < self.get_task())
+        return np.array([self.t, self.get_task()], np.float32), float(action[0]), terminated, self.t >= 40, {}
+
+
+@STACKS
+def test_every_simulated_env_step_is_counted(ray_session: None, new_api_stack: bool) -> None:
+    """Sampling stops once it has enough finished episodes and drops the ones still running
+    (RLlib's ``sample(num_episodes=...)``); their steps were simulated, so the budget counts them."""
+    algo = (
+        tiny_config(CountingEnv, new_api_stack=new_api_stack, meta_batch_size=4, episodes_per_task=3)
+        .env_runners(num_envs_per_env_runner=6)
+        .build_algo()
+    )
+    try:
+        before = CountingEnv.num_steps
+        result = algo.train()
+        simulated = CountingEnv.num_steps - before
+    finally:
+        algo.stop()
+    fraction = result[MAML_RESULTS][DROPPED_ENV_STEPS_FRACTION]
+    assert result[ENV_RUNNER_RESULTS][NUM_ENV_STEPS_SAMPLED_LIFETIME] == simulated
+    assert 0.0 < fraction < 1.0, "episodes of random length must leave some unfinished at the end of a call"

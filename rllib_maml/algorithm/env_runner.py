@@ -111,6 +111,7 @@ class MAMLEnvRunner(SingleAgentEnvRunner):
         """
         sub_envs = self._sub_envs()
         episodes: Dict[int, List[SingleAgentEpisode]] = defaultdict(list)
+        dropped: Dict[int, int] = defaultdict(int)
         width = len(sub_envs)
         for start in range(0, len(jobs), width):
             chunk = list(range(start, min(start + width, len(jobs))))
@@ -125,13 +126,23 @@ class MAMLEnvRunner(SingleAgentEnvRunner):
                     )
                 deficit = max(num_episodes - len(episodes[i]) for i in short)
                 seed = None if reset_seed is None else reset_seed + 7919 * (start + round_index)
-                for job_index, group in self._sample_round([jobs[i] for i in short], deficit, seed).items():
+                grouped, unfinished = self._sample_round([jobs[i] for i in short], deficit, seed)
+                for job_index, group in grouped.items():
                     episodes[short[job_index]].extend(group)
+                for job_index, steps in unfinished.items():
+                    dropped[short[job_index]] += steps
         self.get_metrics()  # MAML reports its own step-labelled metrics; don't let these pile up.
-        return [self._rollout(job, episodes[i]) for i, job in enumerate(jobs)]
+        return [self._rollout(job, episodes[i], dropped[i]) for i, job in enumerate(jobs)]
 
-    def _sample_round(self, jobs: Sequence[SamplingJob], num_episodes: int, reset_seed: Optional[int]) -> Dict[int, List[SingleAgentEpisode]]:
-        """One ``sample`` call with sub-env ``j`` on job ``j mod len(jobs)``; episodes grouped by job."""
+    def _sample_round(
+        self, jobs: Sequence[SamplingJob], num_episodes: int, reset_seed: Optional[int]
+    ) -> tuple[Dict[int, List[SingleAgentEpisode]], Dict[int, int]]:
+        """One ``sample`` call with sub-env ``j`` on job ``j mod len(jobs)``.
+
+        Returns the finished episodes grouped by job, and per job the env steps of its
+        sub-envs' episodes that were still running when the call had enough episodes:
+        RLlib drops those, but the simulator ran them.
+        """
         sub_envs = self._sub_envs()
         job_of_env = [j % len(jobs) for j in range(len(sub_envs))]
         for env, job_index in zip(sub_envs, job_of_env):
@@ -149,7 +160,12 @@ class MAMLEnvRunner(SingleAgentEnvRunner):
         grouped: Dict[int, List[SingleAgentEpisode]] = defaultdict(list)
         for episode in sampled:
             grouped[job_of_env[self._env_index_of_episode[episode.id_]]].append(episode)
-        return grouped
+        unfinished: Dict[int, int] = defaultdict(int)
+        # After a sample(num_episodes=...) call, each sub-env's ongoing episode holds the steps it ran
+        # since its last finished episode (including one that finished in the last vector step unseen).
+        for env_index, episode in enumerate(self._ongoing_episodes):
+            unfinished[job_of_env[env_index]] += len(episode)
+        return grouped, unfinished
 
     def _sub_envs(self) -> List[Any]:
         vector_env = self.env.unwrapped
@@ -160,9 +176,12 @@ class MAMLEnvRunner(SingleAgentEnvRunner):
             )
         return list(vector_env.envs)
 
-    def _rollout(self, job: SamplingJob, episodes: Sequence[SingleAgentEpisode]) -> TaskRollout:
+    def _rollout(self, job: SamplingJob, episodes: Sequence[SingleAgentEpisode], num_dropped: int) -> TaskRollout:
         group = self._sub_envs()[0].unwrapped.task_group(job.task)
-        return TaskRollout.from_episodes(episodes, task_index=job.task_index, step=job.step, task=job.task, group=group)
+        return TaskRollout.from_episodes(
+            episodes, task_index=job.task_index, step=job.step, task=job.task, group=group,
+            num_dropped_env_steps=num_dropped,
+        )
 
 
 def sample_jobs_on_runner(

@@ -23,6 +23,9 @@ ADAPTATION_DELTA_STDERR = "adaptation_delta_stderr"
 #: ``maml/pre_adaptation_return_std``: the spread, across tasks, of the per-task mean return
 #: before adaptation (NaN for one task): how much the tasks differ for theta itself.
 PRE_ADAPTATION_STD = "pre_adaptation_return_std"
+#: ``maml/dropped_env_steps_fraction``: the part of the iteration's env steps that were simulated
+#: in episodes still running when sampling had enough (counted in the budget, not learned from).
+DROPPED_ENV_STEPS_FRACTION = "dropped_env_steps_fraction"
 #: ``maml/per_task/<group>/...``: the same curve per task group (e.g. per morphology).
 PER_TASK = "per_task"
 #: ``timers/*`` keys: seconds of this iteration spent sampling (all adaptation steps),
@@ -58,6 +61,9 @@ def adaptation_metrics(rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, A
         return out
 
     metrics: Dict[str, Any] = curve(rollouts)
+    env_steps, _ = sample_counts(rollouts)
+    dropped = sum(r.num_dropped_env_steps for task_rollouts in rollouts for r in task_rollouts)
+    metrics[DROPPED_ENV_STEPS_FRACTION] = dropped / env_steps if env_steps else 0.0
     groups = sorted({r[0].group for r in rollouts if r[0].group is not None})
     if groups:
         metrics[PER_TASK] = {g: curve([r for r in rollouts if r[0].group == g]) for g in groups}
@@ -74,6 +80,11 @@ def runner_stats(rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, float]:
 
 
 def sample_counts(rollouts: Sequence[Sequence[TaskRollout]]) -> Tuple[int, int]:
-    """(env steps, episodes) over every adaptation step's samples: they are all paid for."""
+    """(env steps, episodes) over every adaptation step's samples: they are all paid for.
+
+    The env steps include those of dropped, unfinished episodes
+    (``TaskRollout.num_dropped_env_steps``): the simulator ran them.
+    """
     all_rollouts: List[TaskRollout] = [r for task_rollouts in rollouts for r in task_rollouts]
-    return sum(r.num_env_steps for r in all_rollouts), sum(len(r.episode_lens) for r in all_rollouts)
+    env_steps = sum(r.num_env_steps + r.num_dropped_env_steps for r in all_rollouts)
+    return env_steps, sum(len(r.episode_lens) for r in all_rollouts)

@@ -28,6 +28,11 @@ class TaskRollout:
         ``logp`` ``[N]`` and ``dist_inputs`` ``[N, k]``: the sampling policy's
         log-probabilities and distribution inputs; ``rewards`` ``[N]``;
         ``episode_lens`` ``[E]``; ``terminated`` ``[E]``.
+
+    ``num_dropped_env_steps`` counts this task's env steps that the sampling call
+    simulated but could not return: episodes still running when it had enough
+    (RLlib's ``sample(num_episodes=...)`` drops them). They are paid for, so they
+    count towards the env-step budget, but they are not learned from.
     """
 
     task_index: int
@@ -41,6 +46,7 @@ class TaskRollout:
     rewards: np.ndarray
     episode_lens: np.ndarray
     terminated: np.ndarray
+    num_dropped_env_steps: int = 0
 
     @property
     def num_env_steps(self) -> int:
@@ -73,6 +79,7 @@ class TaskRollout:
         dist_inputs: Sequence[np.ndarray],
         rewards: Sequence[np.ndarray],
         terminated: Sequence[bool],
+        num_dropped_env_steps: int = 0,
     ) -> "TaskRollout":
         """Concatenates per-episode columns (episode ``e``: ``obs[e]`` ``[T_e + 1, ...]``,
         the others ``[T_e, ...]``) of complete episodes of one task."""
@@ -94,11 +101,19 @@ class TaskRollout:
             rewards=cat(rewards),
             episode_lens=np.asarray([len(r) for r in rewards], dtype=np.int64),
             terminated=np.asarray(terminated, dtype=bool),
+            num_dropped_env_steps=int(num_dropped_env_steps),
         )
 
     @classmethod
     def from_episodes(
-        cls, episodes: Sequence[Any], *, task_index: int, step: int, task: Any, group: Optional[str]
+        cls,
+        episodes: Sequence[Any],
+        *,
+        task_index: int,
+        step: int,
+        task: Any,
+        group: Optional[str],
+        num_dropped_env_steps: int = 0,
     ) -> "TaskRollout":
         """Flattens RLlib ``SingleAgentEpisode``s (complete episodes of one task)."""
         return cls.from_episode_columns(
@@ -112,6 +127,7 @@ class TaskRollout:
             dist_inputs=[e.get_extra_model_outputs(Columns.ACTION_DIST_INPUTS) for e in episodes],
             rewards=[e.get_rewards() for e in episodes],
             terminated=[e.is_terminated for e in episodes],
+            num_dropped_env_steps=num_dropped_env_steps,
         )
 
 

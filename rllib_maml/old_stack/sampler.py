@@ -71,14 +71,15 @@ def _run_episodes(
     num_episodes: int,
     to_env: Callable[[np.ndarray], np.ndarray],
     reset_seed: Optional[int] = None,
-) -> Dict[str, list]:
+) -> Dict[str, Any]:
     """Steps all ``envs`` in lock-step from a reset until ``num_episodes`` episodes ended.
 
     Returns per-episode columns for :meth:`TaskRollout.from_episode_columns`; an episode
-    still running at the end is dropped (never cut), as the new stack does.
+    still running at the end is dropped (never cut), as the new stack does, and its
+    steps are counted in ``num_dropped_env_steps``.
     """
     names = ("actions", "logp", "dist_inputs", "rewards")
-    columns: Dict[str, list] = {"obs": [], "terminated": [], **{n: [] for n in names}}
+    columns: Dict[str, Any] = {"obs": [], "terminated": [], **{n: [] for n in names}}
     seeds = [None] * len(envs) if reset_seed is None else [reset_seed + i for i in range(len(envs))]
     obs = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]
     running = [{"obs": [o], **{n: [] for n in names}} for o in obs]
@@ -99,4 +100,4 @@ def _run_episodes(
                 next_obs = env.reset()[0]
                 running[i] = {"obs": [next_obs], **{n: [] for n in names}}
             obs[i] = next_obs
-    return columns
+    return {**columns, "num_dropped_env_steps": sum(len(episode["rewards"]) for episode in running)}
