@@ -118,6 +118,9 @@ class MultiMorphologyLocomotionEnv(TaskSettableEnv[MorphologyTask], EzPickle):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+    #: Options that only weight which tasks ``sample_tasks`` draws (spaces, dynamics and
+    #: rewards stay): ``rllib-maml compare`` accepts checkpoints that differ only in them.
+    task_distribution_options: ClassVar[Tuple[str, ...]] = ("shares",)
     #: How many morphology envs any instance has built (a test hook: never on reset).
     num_morphology_builds: ClassVar[int] = 0
 

@@ -244,6 +244,25 @@ def test_compare_reports_each_body_of_a_multi_morphology_env(tmp_path: Path) -> 
     assert png_width(paths["png"]) > 1.9 * png_width(single["png"])  # three panels, not one
 
 
+def test_compare_accepts_runs_that_differ_only_in_task_shares() -> None:
+    """A MAML run trained with more Ant tasks is compared with a PPO run on the default shares;
+    any other env_config difference (or another env) is refused."""
+    from types import SimpleNamespace
+
+    from rllib_maml.tools import compare as cmp
+
+    def info(env: str, **env_config: Any) -> Any:
+        return SimpleNamespace(config=SimpleNamespace(env=env, env_config=env_config))
+
+    multi, nav = "rllib_maml/MultiMorphologyLocomotion-v0", "rllib_maml/Navigation2D-v0"
+    shares = info(multi, directions=True, shares={"Ant": 4})
+    assert cmp.env_config_difference(shares, info(multi, directions=True)) == {"shares"}
+    assert cmp.env_config_difference(shares, info(multi, directions=False)) is None
+    assert cmp.env_config_difference(info(nav), info(multi)) is None
+    assert cmp.env_config_difference(info(nav, goal_range=1.0), info(nav)) is None  # nav2d declares no such option
+    assert cmp.same_env(shares, shares) and not cmp.same_env(shares, info(multi, directions=True))
+
+
 def test_compare_is_reproducible_on_the_same_held_out_tasks(nav2d_runs: Dict[str, Any]) -> None:
     from rllib_maml.tools import compare as cmp
 

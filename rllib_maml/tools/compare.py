@@ -12,7 +12,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import gymnasium as gym
+from gymnasium.envs.registration import load_env_creator
 
 from rllib_maml.algorithm import env_factory
 from rllib_maml.algorithm.env_factory import HELD_OUT_SEED
@@ -74,8 +77,29 @@ def _own_model_config(config: Any) -> Dict[str, Any]:
     return dict(own) if isinstance(own, dict) else dataclasses.asdict(own)
 
 
+def task_distribution_options(env: Any) -> Tuple[str, ...]:
+    """The env_config keys that, by the env class's own ``task_distribution_options``, only
+    weight which tasks ``sample_tasks`` draws (none for an env that declares nothing)."""
+    try:
+        entry_point = gym.spec(env).entry_point if isinstance(env, str) else env
+        env_class = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+    except Exception:  # not a registered gymnasium id (e.g. a Tune-registered creator)
+        return ()
+    return tuple(getattr(env_class, "task_distribution_options", ()))
+
+
+def env_config_difference(a: CheckpointInfo, b: CheckpointInfo) -> Optional[set]:
+    """The env_config keys in which two checkpoints' envs differ, or None if the envs are
+    not comparable (another env, or a difference beyond its task-distribution options)."""
+    if a.config.env != b.config.env:
+        return None
+    config_a, config_b = dict(a.config.env_config or {}), dict(b.config.env_config or {})
+    differing = {k for k in set(config_a) | set(config_b) if config_a.get(k) != config_b.get(k)}
+    return differing if differing <= set(task_distribution_options(a.config.env)) else None
+
+
 def same_env(a: CheckpointInfo, b: CheckpointInfo) -> bool:
-    return a.config.env == b.config.env and dict(a.config.env_config or {}) == dict(b.config.env_config or {})
+    return env_config_difference(a, b) == set()
 
 
 def held_out_tasks(config: Any, num_tasks: int, seed: int = HELD_OUT_SEED) -> List[Any]:
@@ -168,6 +192,9 @@ class ComparePlan:
     maml: CheckpointInfo
     ppo: CheckpointInfo
     ppo_weights: Dict[str, Any]
+    #: env_config keys (task-distribution options only) in which the two training runs differ;
+    #: the held-out tasks are then drawn without them, from the env's default distribution.
+    task_options_dropped: Tuple[str, ...] = ()
 
 
 def plan_compare(maml_path: str, ppo_path: str) -> ComparePlan:
@@ -176,12 +203,13 @@ def plan_compare(maml_path: str, ppo_path: str) -> ComparePlan:
     require_maml(maml, "--maml")
     ppo = read_checkpoint(ppo_path, "--ppo")
     require_non_maml(ppo, "--ppo")
-    if not same_env(maml, ppo):
+    differing = env_config_difference(maml, ppo)
+    if differing is None:
         raise UserError(
             f"the checkpoints were trained on different envs: --maml {maml.config.env} "
             f"{maml.config.env_config or ''} vs --ppo {ppo.config.env} {ppo.config.env_config or ''}"
         )
-    return ComparePlan(maml=maml, ppo=ppo, ppo_weights=module_weights(ppo, "--ppo"))
+    return ComparePlan(maml=maml, ppo=ppo, ppo_weights=module_weights(ppo, "--ppo"), task_options_dropped=tuple(sorted(differing)))
 
 
 def compare(plan: ComparePlan, *, num_tasks: int, num_steps: int, output: str,
@@ -189,7 +217,12 @@ def compare(plan: ComparePlan, *, num_tasks: int, num_steps: int, output: str,
     """MAML vs PPO fine-tuned with MAML's inner update vs random init; writes the outputs."""
     maml, ppo = plan.maml, plan.ppo
     maml_config = adaptation_config(maml, num_env_runners=num_env_runners)
-    tasks = held_out_tasks(maml_config, num_tasks, seed)
+    task_config = maml_config
+    if plan.task_options_dropped:
+        task_config = maml_config.copy(copy_frozen=False)
+        # Assigned, not set through environment(): that deep-updates and would keep the dropped keys.
+        task_config.env_config = {k: v for k, v in dict(maml_config.env_config).items() if k not in plan.task_options_dropped}
+    tasks = held_out_tasks(task_config, num_tasks, seed)
     ppo_config = adaptation_config(maml, model_config=_own_model_config(ppo.config), num_env_runners=num_env_runners)
     random_config = adaptation_config(maml, num_env_runners=num_env_runners, seed=seed)
     curves = [
@@ -200,7 +233,10 @@ def compare(plan: ComparePlan, *, num_tasks: int, num_steps: int, output: str,
     header = {
         "env": maml.config.env,
         "env_config": dict(maml.config.env_config or {}),
-        "held-out tasks": f"{len(tasks)} (seed {seed})",
+        "held-out tasks": f"{len(tasks)} (seed {seed})" + (
+            f", drawn without env_config {list(plan.task_options_dropped)}: the runs' task distributions differ in them"
+            if plan.task_options_dropped else ""
+        ),
         "inner update": (
             f"inner_lr={maml.config.inner_lr}, episodes_per_task={maml.config.episodes_per_task}, "
             f"gamma={maml.config.gamma}, lambda={maml.config.lambda_}"
