@@ -25,6 +25,7 @@ from typing import Any, List, Tuple
 from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED
 
 from rllib_maml.algorithm.metrics import DROPPED_ENV_STEPS_FRACTION, MAML_RESULTS
+from rllib_maml.tools.errors import UserError
 
 
 def build(source: str, from_checkpoint: bool) -> Any:
@@ -68,7 +69,11 @@ def main() -> None:
     print("| source | iteration | env steps (counted) | dropped fraction |")
     print("|---|---:|---:|---:|")
     for source, from_checkpoint in sources:
-        for i, (steps, fraction) in enumerate(measure(source, from_checkpoint, args.iterations)):
+        try:
+            rows = measure(source, from_checkpoint, args.iterations)
+        except UserError as err:  # a missing file, a broken YAML, a checkpoint of another algorithm
+            parser.exit(2, f"dropped_steps.py: error: {err}\n")
+        for i, (steps, fraction) in enumerate(rows):
             print(f"| {source} | {i + 1} | {steps} | {fraction:.3f} |", flush=True)
 
 
