@@ -137,3 +137,15 @@ def test_an_env_whose_sample_tasks_returns_too_few_tasks_is_named(ray_session: N
     config = base_config().environment("TooFewTasks").env_runners(num_env_runners=0, num_envs_per_env_runner=2)
     with pytest.raises(ValueError, match=r"TooFewTasks.*sample_tasks\(2\) returned 1 tasks"):
         config.build_algo()
+
+
+@pytest.mark.parametrize("value", ["yes", 1])
+def test_invalid_group_input_layers_is_named(value: object) -> None:
+    with pytest.raises(ValueError, match=r"model_config\['group_input_layers'\]="):
+        base_config().rl_module(model_config={"group_input_layers": value}).validate()
+
+
+def test_group_input_layers_without_groups_is_named() -> None:
+    # base_config's env has no morphology groups, so there is nothing to give layers to.
+    with pytest.raises(ValueError, match=r"group_input_layers'\]=True needs groups"):
+        base_config().rl_module(model_config={"group_input_layers": True}).validate()

@@ -51,3 +51,54 @@ def test_action_scale_divides_mean_and_std() -> None:
     # A change of units only: log-probabilities differ by the Jacobian, log(10) per dimension.
     actions = plain.sample()
     torch.testing.assert_close(scaled.logp(actions / 10.0), plain.logp(actions) + 2 * math.log(10.0))
+
+
+def grouped_module(group_layers: bool) -> MAMLTorchRLModule:
+    """2 groups over a 3-dim body observation (obs = 3 body entries + a 2-entry one-hot)."""
+    torch.manual_seed(0)
+    return MAMLTorchRLModule(
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (5,), np.float32),
+        action_space=gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
+        model_config={"fcnet_hiddens": [8], "action_masks": [[1, 1], [1, 0]], "group_input_layers": group_layers},
+    )
+
+
+def group_obs(group: int, n: int = 6) -> torch.Tensor:
+    obs = torch.zeros(n, 5)
+    obs[:, :3] = torch.randn(n, 3)
+    obs[:, 3 + group] = 1.0
+    return obs
+
+
+def test_group_input_layers_keep_each_groups_gradient_to_its_own_first_layer() -> None:
+    shared, grouped = grouped_module(False), grouped_module(True)
+    assert grouped.pi[0].in_features == 2 * 3 + 2 and shared.pi[0].in_features == 5
+    obs = group_obs(0)
+    for module in (shared, grouped):
+        module.zero_grad()
+        out = module._forward_train({Columns.OBS: obs})
+        (out[Columns.ACTION_DIST_INPUTS].sum() + out[Columns.VF_PREDS].sum()).backward()
+    for net in ("pi", "vf"):
+        first = getattr(grouped, net)[0].weight.grad
+        # Group 0's rows reach its block (columns 0-2) and its bias column (6), nothing of group 1's.
+        assert first[:, 3:6].abs().sum() == 0 and first[:, 7].abs().sum() == 0
+        assert first[:, :3].abs().sum() > 0 and first[:, 6].abs().sum() > 0
+    # Without the option the one first layer is shared, so the same batch reaches every body column.
+    assert shared.pi[0].weight.grad[:, :3].abs().sum() > 0
+
+
+def test_group_input_layers_act_the_same_per_row_and_keep_the_mask() -> None:
+    module = grouped_module(True)
+    obs = torch.cat([group_obs(0, 3), group_obs(1, 3)])
+    whole = dist_inputs(module, obs)
+    own = {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
+    module.set_row_weights([own], [0] * 6)
+    torch.testing.assert_close(dist_inputs(module, obs), whole)
+    module.clear_row_weights()
+    dist = MaskedDiagGaussian.from_logits(whole)
+    actions = dist.sample()
+    moved = actions.clone()
+    moved[:, 1] += 5.0
+    # Group 1's second action dimension is masked: moving it leaves its log-probability exactly as is.
+    assert torch.equal(dist.logp(moved)[3:], dist.logp(actions)[3:])
+    assert not torch.equal(dist.logp(moved)[:3], dist.logp(actions)[:3])

@@ -24,6 +24,11 @@ from rllib_maml.core.updater import MAMLMetaUpdater
 #: row ``g`` of the table is the valid-action mask of group ``g``.
 ACTION_MASKS_KEY = "action_masks"
 
+#: model_config key: bool (default False). True gives each group (morphology) its own
+#: first layer in the policy and value networks; the hidden layers after it stay shared.
+#: Needs :data:`ACTION_MASKS_KEY` (the groups).
+GROUP_INPUT_LAYERS_KEY = "group_input_layers"
+
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
 
@@ -33,6 +38,33 @@ def log_action_scale(model_config: Mapping[str, Any]) -> float:
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
         raise ValueError(f"model_config['action_scale']={scale!r} is invalid: it must be a finite number > 0")
     return float(np.log(scale))
+
+
+def group_input_layers(model_config: Mapping[str, Any]) -> bool:
+    """``model_config["group_input_layers"]`` (default False); ``ValueError`` naming it unless a
+    bool, or when it is True without ``action_masks`` (no groups to give layers to)."""
+    value = model_config.get(GROUP_INPUT_LAYERS_KEY, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"model_config['{GROUP_INPUT_LAYERS_KEY}']={value!r} is invalid: it must be true or false")
+    if value and model_config.get(ACTION_MASKS_KEY) is None:
+        raise ValueError(
+            f"model_config['{GROUP_INPUT_LAYERS_KEY}']=True needs groups, and this env has none: "
+            "only an env with per-group action masks (e.g. MultiMorphologyLocomotion) has them"
+        )
+    return value
+
+
+def group_expanded(obs: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """``[..., G * D + G]``: the body observation ``obs[..., :D]`` placed in the block of its
+    one-hot group ``obs[..., D:]``, the other blocks zero, then the one-hot itself.
+
+    A plain ``nn.Linear`` on this is one first layer per group (its block of columns) with a
+    per-group bias (the one-hot's columns), so a group's gradient never reaches another
+    group's first-layer weights. Written with broadcasting only, so it runs unchanged under
+    ``torch.func.vmap`` and in the per-row (bmm) policy of :meth:`MAMLTorchRLModule.set_row_weights`.
+    """
+    body, one_hot = obs[..., :-num_groups], obs[..., -num_groups:]
+    return torch.cat([(one_hot.unsqueeze(-1) * body.unsqueeze(-2)).flatten(-2), one_hot], -1)
 
 
 def _mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
@@ -59,6 +91,8 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
         in ``evaluate`` and in ``compare``.
         ``action_masks`` (optional ``[num_groups, action_dim]`` 0/1 list): see
         :data:`ACTION_MASKS_KEY`.
+        ``group_input_layers`` (bool, default False): one first layer per group, see
+        :data:`GROUP_INPUT_LAYERS_KEY` and :func:`group_expanded`.
 
     The forward pass returns ``action_dist_inputs = [mean, log_std, mask]``, read by
     :class:`MaskedDiagGaussian`, so the mask reaches sampling, log-probabilities,
@@ -80,12 +114,6 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
             )
         obs_dim = int(np.prod(self.observation_space.shape))
         self.action_dim = int(np.prod(self.action_space.shape))
-        self.pi = _mlp([obs_dim, *hiddens, self.action_dim], activation)
-        self.vf = _mlp([obs_dim, *hiddens, 1], activation)
-        self.log_std = nn.Parameter(
-            torch.full((self.action_dim,), float(cfg.get("initial_log_std", 0.0)))
-        )
-        self.log_action_scale = log_action_scale(cfg)
         masks = cfg.get(ACTION_MASKS_KEY)
         table = torch.as_tensor(np.asarray(masks, dtype=np.float32)) if masks is not None else None
         if table is not None and (table.ndim != 2 or table.shape[1] != self.action_dim):
@@ -93,6 +121,16 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
                 f"model_config['{ACTION_MASKS_KEY}'] must have shape [num_groups, "
                 f"{self.action_dim}], got {tuple(table.shape)}"
             )
+        # 0: one shared first layer; G: one per group (the input grows from D + G to G * D + G).
+        self.num_input_groups = int(table.shape[0]) if group_input_layers(cfg) else 0
+        G = self.num_input_groups
+        in_dim = G * (obs_dim - G) + G if G else obs_dim
+        self.pi = _mlp([in_dim, *hiddens, self.action_dim], activation)
+        self.vf = _mlp([in_dim, *hiddens, 1], activation)
+        self.log_std = nn.Parameter(
+            torch.full((self.action_dim,), float(cfg.get("initial_log_std", 0.0)))
+        )
+        self.log_action_scale = log_action_scale(cfg)
         # A buffer, not a parameter: the mask is data, never adapted or trained.
         self.register_buffer("action_mask_table", table, persistent=False)
         self.action_dist_cls = MaskedDiagGaussian
@@ -103,6 +141,10 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
             return torch.ones(obs.shape[:-1] + (self.action_dim,), dtype=obs.dtype, device=obs.device)
         group_one_hot = obs[..., -self.action_mask_table.shape[0] :]
         return group_one_hot @ self.action_mask_table
+
+    def network_input(self, obs: torch.Tensor) -> torch.Tensor:
+        """What the policy and value MLPs read: ``obs``, or :func:`group_expanded` of it."""
+        return group_expanded(obs, self.num_input_groups) if self.num_input_groups else obs
 
     def set_row_weights(self, task_weights: Sequence[Mapping[str, np.ndarray]], row_task: Sequence[int]) -> None:
         """Makes batch row ``r`` act with the policy weights ``task_weights[row_task[r]]``.
@@ -135,7 +177,7 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
         layers, log_std = self._row_policy
         if obs.shape[0] != log_std.shape[0]:
             raise ValueError(f"per-row weights are set for {log_std.shape[0]} rows, got a batch of {obs.shape[0]}")
-        h = obs[:, None]
+        h = self.network_input(obs)[:, None]
         for layer in layers:
             h = torch.baddbmm(layer[1], h, layer[0]) if isinstance(layer, tuple) else layer(h)
         return h[:, 0], log_std
@@ -146,7 +188,7 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
         if getattr(self, "_row_policy", None) is not None:
             mean, log_std = self._row_policy_forward(obs)
         else:
-            mean = self.pi(obs)
+            mean = self.pi(self.network_input(obs))
             log_std = self.log_std.expand_as(mean)
         if self.log_action_scale:
             # Divide the action by action_scale: the mean by it, the std too (a log-shift).
@@ -164,7 +206,7 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
 
     @override(ValueFunctionAPI)
     def compute_values(self, batch: Dict[str, Any], embeddings: Optional[Any] = None) -> torch.Tensor:
-        return self.vf(batch[Columns.OBS].to(self.log_std.dtype)).squeeze(-1)
+        return self.vf(self.network_input(batch[Columns.OBS].to(self.log_std.dtype))).squeeze(-1)
 
 
 def functional_forward(
