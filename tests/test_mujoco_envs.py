@@ -373,14 +373,14 @@ def test_masked_dims_do_not_reach_logp_entropy_kl_or_gradients() -> None:
 
 
 # --- MAML on every env -----------------------------------------------------------------
-def tiny_maml(env_id: str, env_config: dict | None = None, meta_batch_size: int = 2) -> Any:
+def tiny_maml(env_id: str, env_config: dict | None = None, meta_batch_size: int = 2, model_config: dict | None = None) -> Any:
     # gym.make's max_episode_steps shortens the registered horizon to keep the test fast.
     return (
         MAMLConfig()
         .environment(env_id, env_config={"max_episode_steps": 25, **(env_config or {})})
         .env_runners(num_env_runners=0, num_envs_per_env_runner=2)
         .training(meta_batch_size=meta_batch_size, episodes_per_task=2, maml_optimizer_steps=1)
-        .rl_module(model_config={"fcnet_hiddens": [32]})
+        .rl_module(model_config={"fcnet_hiddens": [32], **(model_config or {})})
         .debugging(seed=0)
         .build_algo()
     )
@@ -412,5 +412,22 @@ def test_maml_reports_per_morphology_metrics(ray_session: None) -> None:
         for curve in per_task.values():
             assert math.isfinite(curve["adaptation_delta"])
             assert math.isfinite(curve["episode_return_mean_adapt_0"])
+    finally:
+        algo.stop()
+
+
+def test_group_input_layers_train_each_bodys_own_first_layer(ray_session: None) -> None:
+    algo = tiny_maml(MULTI, {"morphologies": ["Hopper", "HalfCheetah"]}, model_config={"group_input_layers": True})
+    try:
+        module = algo.get_module()
+        body = 17  # HalfCheetah's observation size; Hopper's 11 are zero-padded to it
+        assert module.pi[0].in_features == 2 * body + 2
+        before = module.pi[0].weight.detach().clone()
+        algo.train()
+        change = (algo.get_module().pi[0].weight.detach() - before).abs()
+        # The meta-update reaches both bodies' blocks; Hopper's padding columns (11..16 of its block) stay put.
+        hopper, cheetah = change[:, :body], change[:, body : 2 * body]
+        assert hopper[:, :11].sum() > 0 and cheetah.sum() > 0
+        assert hopper[:, 11:].sum() == 0
     finally:
         algo.stop()
