@@ -87,6 +87,27 @@ def test_group_input_layers_keep_each_groups_gradient_to_its_own_first_layer() -
     assert shared.pi[0].weight.grad[:, :3].abs().sum() > 0
 
 
+def test_group_input_layers_start_at_the_shared_layers_scale() -> None:
+    """Only the sharing changes: each group's first-layer weights are drawn as the shared
+    layer's are, U(-1/sqrt(D + G), 1/sqrt(D + G)), not at the wider layer's smaller scale."""
+    module = MAMLTorchRLModule(
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (27 + 5,), np.float32),
+        action_space=gym.spaces.Box(-1.0, 1.0, (8,), np.float32),
+        model_config={"fcnet_hiddens": [64, 64], "action_masks": np.ones((5, 8)).tolist(), "group_input_layers": True},
+    )
+    bound = 1.0 / math.sqrt(27 + 5)
+    for net in (module.pi, module.vf):
+        weight, bias = net[0].weight.detach(), net[0].bias.detach()
+        assert weight.shape[1] == 5 * 27 + 5
+        assert weight.abs().max() <= bound and bias.abs().max() <= bound
+        # 64 x 140 draws: the largest lies within 1% of the bound (nn.Linear's default: 1/sqrt(140)).
+        assert weight.abs().max() > 0.99 * bound
+        # Every group's block, not only the first, has the shared layer's spread.
+        for g in range(5):
+            block = weight[:, g * 27 : (g + 1) * 27]
+            assert abs(block.std().item() - bound / math.sqrt(3.0)) < 0.05 * bound
+
+
 def test_group_input_layers_act_the_same_per_row_and_keep_the_mask() -> None:
     module = grouped_module(True)
     obs = torch.cat([group_obs(0, 3), group_obs(1, 3)])

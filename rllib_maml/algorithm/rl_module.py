@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import gymnasium as gym
@@ -76,6 +77,22 @@ def _mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _init_like_shared(layer: nn.Linear, shared_fan_in: int) -> None:
+    """Re-draws a per-group first layer as ``nn.Linear``'s default draws a shared one.
+
+    ``nn.Linear`` draws weights and bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)). The
+    per-group layer's fan-in counts every group's block (G * D + G), so by default each
+    group would start with weights up to sqrt(G) times smaller than the shared layer's
+    (2.1 times for the five bodies), and the option would change the initial scale as
+    well as the sharing. With the shared layer's fan-in (D + G) each group's block,
+    one-hot column and bias start as the shared layer would.
+    """
+    bound = 1.0 / math.sqrt(shared_fan_in)
+    with torch.no_grad():
+        layer.weight.uniform_(-bound, bound)
+        layer.bias.uniform_(-bound, bound)
+
+
 class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
     """Separate policy and value MLPs with a state-independent log-std (as in MAML/ProMP).
 
@@ -127,6 +144,9 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
         in_dim = G * (obs_dim - G) + G if G else obs_dim
         self.pi = _mlp([in_dim, *hiddens, self.action_dim], activation)
         self.vf = _mlp([in_dim, *hiddens, 1], activation)
+        if G:
+            for net in (self.pi, self.vf):
+                _init_like_shared(net[0], obs_dim)
         self.log_std = nn.Parameter(
             torch.full((self.action_dim,), float(cfg.get("initial_log_std", 0.0)))
         )
