@@ -139,13 +139,15 @@ def test_an_env_whose_sample_tasks_returns_too_few_tasks_is_named(ray_session: N
         config.build_algo()
 
 
+@pytest.mark.parametrize("key", ["group_input_layers", "group_log_std"])
 @pytest.mark.parametrize("value", ["yes", 1])
-def test_invalid_group_input_layers_is_named(value: object) -> None:
-    with pytest.raises(ValueError, match=r"model_config\['group_input_layers'\]="):
-        base_config().rl_module(model_config={"group_input_layers": value}).validate()
+def test_invalid_group_option_is_named(key: str, value: object) -> None:
+    with pytest.raises(ValueError, match=rf"model_config\['{key}'\]="):
+        base_config().rl_module(model_config={key: value}).validate()
 
 
-def test_group_input_layers_without_groups_is_named() -> None:
-    # base_config's env has no morphology groups, so there is nothing to give layers to.
-    with pytest.raises(ValueError, match=r"group_input_layers'\]=True needs groups"):
-        base_config().rl_module(model_config={"group_input_layers": True}).validate()
+@pytest.mark.parametrize("key", ["group_input_layers", "group_log_std"])
+def test_group_option_without_groups_is_named(key: str) -> None:
+    # base_config's env has no morphology groups, so there is nothing to give a per-group part to.
+    with pytest.raises(ValueError, match=rf"{key}'\]=True needs groups"):
+        base_config().rl_module(model_config={key: True}).validate()

@@ -416,18 +416,25 @@ def test_maml_reports_per_morphology_metrics(ray_session: None) -> None:
         algo.stop()
 
 
-def test_group_input_layers_train_each_bodys_own_first_layer(ray_session: None) -> None:
-    algo = tiny_maml(MULTI, {"morphologies": ["Hopper", "HalfCheetah"]}, model_config={"group_input_layers": True})
+def test_per_body_options_train_each_bodys_own_parameters(ray_session: None) -> None:
+    algo = tiny_maml(
+        MULTI, {"morphologies": ["Hopper", "HalfCheetah"]}, model_config={"group_input_layers": True, "group_log_std": True}
+    )
     try:
         module = algo.get_module()
         body = 17  # HalfCheetah's observation size; Hopper's 11 are zero-padded to it
-        assert module.pi[0].in_features == 2 * body + 2
-        before = module.pi[0].weight.detach().clone()
+        assert module.pi[0].in_features == 2 * body + 2 and module.log_std.shape == (2, 6)
+        before = {name: p.detach().clone() for name, p in module.named_parameters()}
         algo.train()
-        change = (algo.get_module().pi[0].weight.detach() - before).abs()
+        after = dict(algo.get_module().named_parameters())
+        change = (after["pi.0.weight"].detach() - before["pi.0.weight"]).abs()
         # The meta-update reaches both bodies' blocks; Hopper's padding columns (11..16 of its block) stay put.
         hopper, cheetah = change[:, :body], change[:, body : 2 * body]
         assert hopper[:, :11].sum() > 0 and cheetah.sum() > 0
         assert hopper[:, 11:].sum() == 0
+        # Each body's log-std row moves in its own action entries; Hopper's masked 3..5 stay put.
+        std_change = (after["log_std"].detach() - before["log_std"]).abs()
+        assert (std_change[0, :3] > 0).all() and (std_change[1] > 0).all()
+        assert std_change[0, 3:].sum() == 0
     finally:
         algo.stop()

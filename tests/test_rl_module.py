@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ray.rllib.core.columns import Columns
-from rllib_maml.algorithm.rl_module import MAMLTorchRLModule
+from rllib_maml.algorithm.rl_module import MAMLTorchRLModule, batched_functional_forward
 from rllib_maml.core.distributions import MaskedDiagGaussian
 from tests.helpers import tiny_module
 
@@ -53,13 +53,18 @@ def test_action_scale_divides_mean_and_std() -> None:
     torch.testing.assert_close(scaled.logp(actions / 10.0), plain.logp(actions) + 2 * math.log(10.0))
 
 
-def grouped_module(group_layers: bool) -> MAMLTorchRLModule:
+def grouped_module(group_layers: bool, group_log_std: bool = False) -> MAMLTorchRLModule:
     """2 groups over a 3-dim body observation (obs = 3 body entries + a 2-entry one-hot)."""
     torch.manual_seed(0)
     return MAMLTorchRLModule(
         observation_space=gym.spaces.Box(-np.inf, np.inf, (5,), np.float32),
         action_space=gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
-        model_config={"fcnet_hiddens": [8], "action_masks": [[1, 1], [1, 0]], "group_input_layers": group_layers},
+        model_config={
+            "fcnet_hiddens": [8],
+            "action_masks": [[1, 1], [1, 0]],
+            "group_input_layers": group_layers,
+            "group_log_std": group_log_std,
+        },
     )
 
 
@@ -123,3 +128,39 @@ def test_group_input_layers_act_the_same_per_row_and_keep_the_mask() -> None:
     # Group 1's second action dimension is masked: moving it leaves its log-probability exactly as is.
     assert torch.equal(dist.logp(moved)[3:], dist.logp(actions)[3:])
     assert not torch.equal(dist.logp(moved)[:3], dist.logp(actions)[:3])
+
+
+def test_group_log_std_gives_each_group_its_own_std_and_gradient() -> None:
+    module = grouped_module(False, group_log_std=True)
+    assert module.log_std.shape == (2, 2)
+    with torch.no_grad():
+        module.log_std.copy_(torch.tensor([[-1.0, -2.0], [0.5, 0.25]]))
+    obs = torch.cat([group_obs(0, 3), group_obs(1, 3)])
+    _, log_std, _ = dist_inputs(module, obs).chunk(3, dim=-1)
+    torch.testing.assert_close(log_std[:3], torch.tensor([[-1.0, -2.0]]).expand(3, 2))
+    torch.testing.assert_close(log_std[3:], torch.tensor([[0.5, 0.25]]).expand(3, 2))
+    # Group 1's log-probability reaches only its own row, and not its masked second entry.
+    dist = MaskedDiagGaussian.from_logits(dist_inputs(module, obs))
+    dist.logp(dist.sample())[3:].sum().backward()
+    grad = module.log_std.grad
+    assert grad[0].abs().sum() == 0 and grad[1, 1] == 0 and grad[1, 0] != 0
+
+
+def test_group_log_std_acts_the_same_per_row_and_under_vmap() -> None:
+    module = grouped_module(True, group_log_std=True)
+    obs = torch.cat([group_obs(0, 3), group_obs(1, 3)])
+    own = {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
+    other = {k: v - 0.4 for k, v in own.items()}
+    with_own = dist_inputs(module, obs)
+    module.set_row_weights([own, other], [0, 1, 0, 1, 1, 0])
+    mixed = dist_inputs(module, obs)
+    module.clear_row_weights()
+    module.load_state_dict({k: torch.as_tensor(v) for k, v in other.items()})
+    with_other = dist_inputs(module, obs)
+    torch.testing.assert_close(mixed[[0, 2, 5]], with_own[[0, 2, 5]])
+    torch.testing.assert_close(mixed[[1, 3, 4]], with_other[[1, 3, 4]])
+    # The learner's batched forward (torch.func.vmap over parameter sets) picks the same rows.
+    params = {k: torch.stack([torch.as_tensor(own[k]), torch.as_tensor(other[k])]) for k in own}
+    batched, _ = batched_functional_forward(module, params, obs.expand(2, 6, 5), with_values=False)
+    torch.testing.assert_close(batched._dist.scale[0], MaskedDiagGaussian.from_logits(with_own)._dist.scale)
+    torch.testing.assert_close(batched._dist.scale[1], MaskedDiagGaussian.from_logits(with_other)._dist.scale)

@@ -30,6 +30,11 @@ ACTION_MASKS_KEY = "action_masks"
 #: Needs :data:`ACTION_MASKS_KEY` (the groups).
 GROUP_INPUT_LAYERS_KEY = "group_input_layers"
 
+#: model_config key: bool (default False). True gives each group (morphology) its own
+#: log-std vector (``log_std`` is ``[num_groups, action_dim]``), so one body's exploration
+#: noise is learned and adapted apart from another's. Needs :data:`ACTION_MASKS_KEY`.
+GROUP_LOG_STD_KEY = "group_log_std"
+
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
 
@@ -41,18 +46,28 @@ def log_action_scale(model_config: Mapping[str, Any]) -> float:
     return float(np.log(scale))
 
 
+def _group_flag(model_config: Mapping[str, Any], key: str, what: str) -> bool:
+    value = model_config.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"model_config['{key}']={value!r} is invalid: it must be true or false")
+    if value and model_config.get(ACTION_MASKS_KEY) is None:
+        raise ValueError(
+            f"model_config['{key}']=True needs groups, and this env has none: {what} per group only "
+            "exists for an env with per-group action masks (e.g. MultiMorphologyLocomotion)"
+        )
+    return value
+
+
 def group_input_layers(model_config: Mapping[str, Any]) -> bool:
     """``model_config["group_input_layers"]`` (default False); ``ValueError`` naming it unless a
     bool, or when it is True without ``action_masks`` (no groups to give layers to)."""
-    value = model_config.get(GROUP_INPUT_LAYERS_KEY, False)
-    if not isinstance(value, bool):
-        raise ValueError(f"model_config['{GROUP_INPUT_LAYERS_KEY}']={value!r} is invalid: it must be true or false")
-    if value and model_config.get(ACTION_MASKS_KEY) is None:
-        raise ValueError(
-            f"model_config['{GROUP_INPUT_LAYERS_KEY}']=True needs groups, and this env has none: "
-            "only an env with per-group action masks (e.g. MultiMorphologyLocomotion) has them"
-        )
-    return value
+    return _group_flag(model_config, GROUP_INPUT_LAYERS_KEY, "a first layer")
+
+
+def group_log_std(model_config: Mapping[str, Any]) -> bool:
+    """``model_config["group_log_std"]`` (default False); ``ValueError`` naming it unless a
+    bool, or when it is True without ``action_masks`` (no groups to give a log-std to)."""
+    return _group_flag(model_config, GROUP_LOG_STD_KEY, "a log-std")
 
 
 def group_expanded(obs: torch.Tensor, num_groups: int) -> torch.Tensor:
@@ -110,6 +125,8 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
         :data:`ACTION_MASKS_KEY`.
         ``group_input_layers`` (bool, default False): one first layer per group, see
         :data:`GROUP_INPUT_LAYERS_KEY` and :func:`group_expanded`.
+        ``group_log_std`` (bool, default False): one log-std vector per group, see
+        :data:`GROUP_LOG_STD_KEY`.
 
     The forward pass returns ``action_dist_inputs = [mean, log_std, mask]``, read by
     :class:`MaskedDiagGaussian`, so the mask reaches sampling, log-probabilities,
@@ -147,9 +164,9 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
         if G:
             for net in (self.pi, self.vf):
                 _init_like_shared(net[0], obs_dim)
-        self.log_std = nn.Parameter(
-            torch.full((self.action_dim,), float(cfg.get("initial_log_std", 0.0)))
-        )
+        # [A] shared by all groups, or [G, A]: row g is group g's (read by group_rows).
+        log_std_shape = (int(table.shape[0]), self.action_dim) if group_log_std(cfg) else (self.action_dim,)
+        self.log_std = nn.Parameter(torch.full(log_std_shape, float(cfg.get("initial_log_std", 0.0))))
         self.log_action_scale = log_action_scale(cfg)
         # A buffer, not a parameter: the mask is data, never adapted or trained.
         self.register_buffer("action_mask_table", table, persistent=False)
@@ -161,6 +178,16 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
             return torch.ones(obs.shape[:-1] + (self.action_dim,), dtype=obs.dtype, device=obs.device)
         group_one_hot = obs[..., -self.action_mask_table.shape[0] :]
         return group_one_hot @ self.action_mask_table
+
+    def row_log_std(self, log_std: torch.Tensor, obs: torch.Tensor, per_row: bool = False) -> torch.Tensor:
+        """``[B, action_dim]``: each row's log-std. ``log_std`` is ``[A]`` (shared) or ``[G, A]``
+        (one per group, picked by the row's one-hot); ``per_row=True``: ``[B, A]`` or
+        ``[B, G, A]``, one of those per row (the per-row policy)."""
+        if self.log_std.ndim == 1:
+            return log_std if per_row else log_std.expand(obs.shape[:-1] + (self.action_dim,))
+        one_hot = obs[..., -self.log_std.shape[0] :]
+        # A product, not an index: it runs unchanged under torch.func.vmap and per row.
+        return (one_hot.unsqueeze(-1) * log_std).sum(-2) if per_row else one_hot @ log_std
 
     def network_input(self, obs: torch.Tensor) -> torch.Tensor:
         """What the policy and value MLPs read: ``obs``, or :func:`group_expanded` of it."""
@@ -200,7 +227,7 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
         h = self.network_input(obs)[:, None]
         for layer in layers:
             h = torch.baddbmm(layer[1], h, layer[0]) if isinstance(layer, tuple) else layer(h)
-        return h[:, 0], log_std
+        return h[:, 0], self.row_log_std(log_std, obs, per_row=True)
 
     @override(TorchRLModule)
     def _forward(self, batch: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
@@ -209,7 +236,7 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
             mean, log_std = self._row_policy_forward(obs)
         else:
             mean = self.pi(self.network_input(obs))
-            log_std = self.log_std.expand_as(mean)
+            log_std = self.row_log_std(self.log_std, obs)
         if self.log_action_scale:
             # Divide the action by action_scale: the mean by it, the std too (a log-shift).
             mean = mean * float(np.exp(-self.log_action_scale))

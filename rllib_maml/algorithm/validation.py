@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from rllib_maml.algorithm.env_factory import action_masks, make_task_env
 from rllib_maml.algorithm.env_runner import MAMLEnvRunner
-from rllib_maml.algorithm.rl_module import ACTION_MASKS_KEY, group_input_layers, log_action_scale
+from rllib_maml.algorithm.rl_module import ACTION_MASKS_KEY, group_input_layers, group_log_std, log_action_scale
 
 #: Valid values of ``MAMLConfig.baseline``.
 BASELINES = ("value_function", "linear")
@@ -134,4 +134,6 @@ def check_env_and_include_action_masks(config: Any) -> None:
             config._model_config = {**config.model_config, ACTION_MASKS_KEY: masks}
     finally:
         env.close()
-    group_input_layers(config.model_config or {})  # on the driver, naming the key, not inside a runner
+    # On the driver, naming the key, not inside a runner.
+    group_input_layers(config.model_config or {})
+    group_log_std(config.model_config or {})
