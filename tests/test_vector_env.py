@@ -30,6 +30,7 @@ class InfoEnv(gym.Env):
 
     def close(self) -> None:
         self.closed = True
+        super().close()
 
     def reset(self, *, seed: Any = None, options: Any = None) -> Any:
         super().reset(seed=seed)
