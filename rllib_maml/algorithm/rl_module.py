@@ -164,7 +164,7 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
         if G:
             for net in (self.pi, self.vf):
                 _init_like_shared(net[0], obs_dim)
-        # [A] shared by all groups, or [G, A]: row g is group g's (read by group_rows).
+        # [A] shared by all groups, or [G, A]: row g is group g's (picked by row_log_std).
         log_std_shape = (int(table.shape[0]), self.action_dim) if group_log_std(cfg) else (self.action_dim,)
         self.log_std = nn.Parameter(torch.full(log_std_shape, float(cfg.get("initial_log_std", 0.0))))
         self.log_action_scale = log_action_scale(cfg)
