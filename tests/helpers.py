@@ -20,9 +20,12 @@ if TYPE_CHECKING:
 OBS_DIM, ACT_DIM = 3, 2
 
 
-def tiny_module(seed: int = 0, action_masks: list | None = None, obs_dim: int = OBS_DIM) -> MAMLTorchRLModule:
+def tiny_module(
+    seed: int = 0, action_masks: list | None = None, obs_dim: int = OBS_DIM, **options: object
+) -> MAMLTorchRLModule:
+    """``options``: further model_config keys (e.g. ``learn_inner_lr=True``)."""
     torch.manual_seed(seed)
-    model_config = {"fcnet_hiddens": [5]}
+    model_config = {"fcnet_hiddens": [5], **options}
     if action_masks is not None:
         model_config["action_masks"] = action_masks
     module = MAMLTorchRLModule(
@@ -62,10 +65,16 @@ def params_of(module: MAMLTorchRLModule) -> Params:
     return {n: p.detach().clone().requires_grad_(True) for n, p in module.named_parameters()}
 
 
-def random_batch(module: MAMLTorchRLModule, *, task_index: int, step: int, n: int = 16, seed: int = 0) -> TaskBatch:
-    """A batch sampled from ``module``'s own policy, with fixed random advantages."""
+def random_batch(
+    module: MAMLTorchRLModule, *, task_index: int, step: int, n: int = 16, seed: int = 0, group: int | None = None
+) -> TaskBatch:
+    """A batch sampled from ``module``'s own policy, with fixed random advantages; with
+    ``group``, every observation ends in that group's one-hot (of the module's groups)."""
     gen = torch.Generator().manual_seed(1000 * task_index + 10 * step + seed)
     obs = torch.randn(n, OBS_DIM, generator=gen, dtype=torch.float64)
+    if group is not None:
+        num_groups = module.action_mask_table.shape[0]
+        obs[:, -num_groups:] = torch.nn.functional.one_hot(torch.tensor(group), num_groups).to(obs.dtype)
     with torch.no_grad():
         dist, _ = forward_of(module)(dict(module.named_parameters()), obs)
         actions = dist.loc + dist._dist.scale * torch.randn(dist.loc.shape, generator=gen, dtype=torch.float64)

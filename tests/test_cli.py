@@ -256,6 +256,26 @@ def test_compare_accepts_runs_that_differ_only_in_task_shares() -> None:
     assert cmp.same_env(shares, shares) and not cmp.same_env(shares, info(multi, directions=True))
 
 
+def test_compare_gives_the_baseline_mamls_learned_step_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``learn_inner_lr`` MAML steps with learned per-body sizes; the PPO baseline is
+    fine-tuned with the same ones (not the config's ``inner_lr``), so the inner step is the same."""
+    from types import SimpleNamespace
+
+    from rllib_maml.tools import compare as cmp
+
+    def info(**model_config: Any) -> Any:
+        return SimpleNamespace(config=SimpleNamespace(_model_config=model_config))
+
+    learned = np.array([0.3, -0.2], np.float32)
+    monkeypatch.setattr(cmp, "module_weights", lambda checkpoint, flag: {"inner_lr_log_scale": learned, "log_std": None})
+    ppo_weights = {"log_std": np.zeros(2, np.float32)}
+    weights = cmp.same_inner_step(info(learn_inner_lr=True), ppo_weights)
+    assert weights["inner_lr_log_scale"] is learned and weights["log_std"] is ppo_weights["log_std"]
+    assert cmp._baseline_model_config(info(fcnet_hiddens=[8]), weights) == {"fcnet_hiddens": [8], "learn_inner_lr": True}
+    assert cmp.same_inner_step(info(), ppo_weights) is ppo_weights
+    assert cmp._baseline_model_config(info(fcnet_hiddens=[8]), ppo_weights) == {"fcnet_hiddens": [8]}
+
+
 def test_compare_is_reproducible_on_the_same_held_out_tasks(nav2d_runs: Dict[str, Any]) -> None:
     from rllib_maml.tools import compare as cmp
 

@@ -139,7 +139,7 @@ def test_an_env_whose_sample_tasks_returns_too_few_tasks_is_named(ray_session: N
         config.build_algo()
 
 
-@pytest.mark.parametrize("key", ["group_input_layers", "group_log_std"])
+@pytest.mark.parametrize("key", ["group_input_layers", "group_log_std", "learn_inner_lr"])
 @pytest.mark.parametrize("value", ["yes", 1])
 def test_invalid_group_option_is_named(key: str, value: object) -> None:
     with pytest.raises(ValueError, match=rf"model_config\['{key}'\]="):

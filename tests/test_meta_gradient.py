@@ -9,9 +9,9 @@ import torch
 
 import functools
 
-from rllib_maml.core.batched_math import StackedBatch, batched_meta_loss
-from rllib_maml.core.maml_math import inner_loss, meta_loss, ppo_clip_loss
-from rllib_maml.algorithm.rl_module import batched_functional_forward
+from rllib_maml.core.batched_math import StackedBatch, batched_adaptation_path, batched_meta_loss, stack_params
+from rllib_maml.core.maml_math import inner_loss, inner_step, meta_loss, ppo_clip_loss
+from rllib_maml.algorithm.rl_module import INNER_LR_PARAM, batched_functional_forward
 from tests.helpers import coefficients, forward_of, params_of, random_batch, task_batches, tiny_module, tiny_policy
 
 #: The two implementations of the meta-loss: a loop over tasks, and all tasks stacked (the one training uses).
@@ -195,3 +195,88 @@ def test_a_policy_only_forward_gives_the_policy_the_same_meta_gradient(first_ord
             assert grads[False][name] is None
         else:
             torch.testing.assert_close(grads[False][name], full, rtol=1e-12, atol=1e-12)
+
+
+def _grouped_tasks(module, groups, num_steps: int = 2):
+    """Task ``i`` of group ``groups[i]``, batches labelled ``0..num_steps`` of unequal sizes."""
+    return [
+        [random_batch(module, task_index=i, step=k, n=8 + 3 * i, group=g) for k in range(num_steps + 1)]
+        for i, g in enumerate(groups)
+    ]
+
+
+def _learned_lr_module(factors):
+    module = tiny_module(seed=4, action_masks=[[1, 1], [1, 0]], learn_inner_lr=True)
+    with torch.no_grad():
+        getattr(module, INNER_LR_PARAM).copy_(torch.tensor(factors, dtype=torch.float64).log())
+    return module
+
+
+def _learned_lr_loss(module, params, batches, coeffs):
+    steps = [StackedBatch.stack([task[j] for task in batches]) for j in range(len(batches[0]))]
+    forward = functools.partial(batched_functional_forward, module)
+    return batched_meta_loss(forward, params, steps, coeffs, module.inner_lr_scale)[0]
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_a_learned_inner_lr_steps_each_task_with_its_groups_size(first_order: bool) -> None:
+    """``learn_inner_lr``: the meta-loss (value and gradient) is the per-task reference's with
+    each task's own ``inner_lr`` = ``inner_lr`` times its group's learned factor."""
+    factors, groups = [2.0, 0.5], [0, 1, 0]
+    module = _learned_lr_module(factors)
+    batches = _grouped_tasks(module, groups)
+    coeffs = coefficients(first_order=first_order, kl_coeff=0.3)
+    params = params_of(module)
+    loss = _learned_lr_loss(module, params, batches, coeffs)
+    reference_params = params_of(module)
+    reference = sum(
+        meta_loss(forward_of(module), reference_params, [task], dataclasses.replace(coeffs, inner_lr=coeffs.inner_lr * factors[g]))[0]
+        for task, g in zip(batches, groups)
+    ) / len(batches)
+    torch.testing.assert_close(loss, reference, rtol=1e-10, atol=1e-12)
+    names = [n for n in params if n != INNER_LR_PARAM]
+    grads = torch.autograd.grad(loss, [params[n] for n in names])
+    reference_grads = torch.autograd.grad(reference, [reference_params[n] for n in names])
+    for name, grad, expected in zip(names, grads, reference_grads):
+        torch.testing.assert_close(grad, expected, rtol=1e-9, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_the_learned_inner_lr_gets_its_meta_gradient(first_order: bool) -> None:
+    """d meta-loss / d log-factor matches central finite differences, for each group; a group
+    with no task in the meta-batch gets exactly 0 (its step size is never used)."""
+    module = _learned_lr_module([1.5, 0.7])
+    coeffs = coefficients(first_order=first_order)
+    for groups, absent in (([0, 1, 1], None), ([1, 1], 0)):
+        batches = _grouped_tasks(module, groups, num_steps=1)
+        params = params_of(module)
+        (grad,) = torch.autograd.grad(_learned_lr_loss(module, params, batches, coeffs), [params[INNER_LR_PARAM]])
+        eps = 1e-6
+        for g in range(2):
+            shifted = []
+            for sign in (1.0, -1.0):
+                p = params_of(module)
+                with torch.no_grad():
+                    p[INNER_LR_PARAM][g] += sign * eps
+                shifted.append(float(_learned_lr_loss(module, p, batches, coeffs).detach()))
+            assert float(grad[g]) == pytest.approx((shifted[0] - shifted[1]) / (2 * eps), rel=1e-5, abs=1e-9)
+        if absent is not None:
+            assert float(grad[absent]) == 0.0
+        else:
+            assert (grad.abs() > 1e-6).all()
+
+
+def test_the_sampling_step_uses_the_learned_inner_lr() -> None:
+    """The weights the runners sample with (:func:`batched_adaptation_path`) take each task's
+    own step size, as the per-task :func:`inner_step` with that task's ``inner_lr``."""
+    factors, groups = [3.0, 0.25], [1, 0]
+    module = _learned_lr_module(factors)
+    batches = _grouped_tasks(module, groups, num_steps=0)
+    coeffs = coefficients()
+    stacked = {n: p.clone().requires_grad_(True) for n, p in stack_params(params_of(module), len(groups)).items()}
+    forward = functools.partial(batched_functional_forward, module)
+    adapted = batched_adaptation_path(forward, stacked, [StackedBatch.stack([t[0] for t in batches])], coeffs, module.inner_lr_scale)[-1]
+    for i, (task, g) in enumerate(zip(batches, groups)):
+        expected = inner_step(forward_of(module), params_of(module), task[0], coeffs.inner_lr * factors[g], coeffs.vf_loss_coeff, False)
+        for name, value in expected.items():
+            torch.testing.assert_close(adapted[name][i], value.detach(), rtol=1e-10, atol=1e-12, msg=name)

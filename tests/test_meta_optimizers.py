@@ -19,7 +19,7 @@ import torch
 from rllib_maml import MAMLConfig
 from rllib_maml.core.batched_math import StackedBatch, batched_meta_loss, batched_meta_terms
 from rllib_maml.core.maml_math import inner_step
-from rllib_maml.algorithm.rl_module import batched_functional_forward
+from rllib_maml.algorithm.rl_module import INNER_LR_PARAM, batched_functional_forward
 from rllib_maml.core.trpo import (
     backtracking_line_search,
     conjugate_gradient,
@@ -150,6 +150,22 @@ def test_each_meta_optimizer_trains_on_both_stacks(ray_session: None, meta_optim
             assert stats["kl"] <= algo.config.max_kl * 1.0001
             assert 0 < stats["trpo_step_fraction"] <= 1
         assert stats["kl_coeff"] == algo.config.kl_coeff  # no adaptive penalty outside PPO
+    finally:
+        algo.stop()
+
+
+@pytest.mark.parametrize("new_api_stack", [True, False], ids=["new_api_stack", "old_api_stack"])
+@pytest.mark.parametrize("meta_optimizer", ["ppo", "trpo"])
+def test_a_learned_inner_lr_is_meta_trained_on_both_stacks(ray_session: None, meta_optimizer: str, new_api_stack: bool) -> None:
+    """``model_config.learn_inner_lr``: the meta-step moves the step size, which is reported."""
+    algo = tiny_config(meta_optimizer, new_api_stack).rl_module(model_config={"learn_inner_lr": True}).build_algo()
+    try:
+        before = theta_of(algo)[INNER_LR_PARAM]
+        result = algo.train()
+        after = theta_of(algo)[INNER_LR_PARAM]
+        stats = result["learners"] if new_api_stack else result["info"]["learner"]["default_policy"]["learner_stats"]
+        assert before.tolist() == [0.0] and after[0] != 0.0
+        assert stats["inner_lr_all"] == pytest.approx(algo.config.inner_lr * float(np.exp(after[0])), rel=1e-5)
     finally:
         algo.stop()
 

@@ -418,14 +418,16 @@ def test_maml_reports_per_morphology_metrics(ray_session: None) -> None:
 
 def test_per_body_options_train_each_bodys_own_parameters(ray_session: None) -> None:
     algo = tiny_maml(
-        MULTI, {"morphologies": ["Hopper", "HalfCheetah"]}, model_config={"group_input_layers": True, "group_log_std": True}
+        MULTI,
+        {"morphologies": ["Hopper", "HalfCheetah"]},
+        model_config={"group_input_layers": True, "group_log_std": True, "learn_inner_lr": True},
     )
     try:
         module = algo.get_module()
         body = 17  # HalfCheetah's observation size; Hopper's 11 are zero-padded to it
         assert module.pi[0].in_features == 2 * body + 2 and module.log_std.shape == (2, 6)
         before = {name: p.detach().clone() for name, p in module.named_parameters()}
-        algo.train()
+        result = algo.train()
         after = dict(algo.get_module().named_parameters())
         change = (after["pi.0.weight"].detach() - before["pi.0.weight"]).abs()
         # The meta-update reaches both bodies' blocks; Hopper's padding columns (11..16 of its block) stay put.
@@ -436,5 +438,11 @@ def test_per_body_options_train_each_bodys_own_parameters(ray_session: None) -> 
         std_change = (after["log_std"].detach() - before["log_std"]).abs()
         assert (std_change[0, :3] > 0).all() and (std_change[1] > 0).all()
         assert std_change[0, 3:].sum() == 0
+        # Each body's learned inner step size moves, and is reported under its name.
+        assert (after["inner_lr_log_scale"].detach() != before["inner_lr_log_scale"]).all()
+        learned = {k: v for k, v in result["learners"].items() if k.startswith("inner_lr_")}
+        assert set(learned) == {"inner_lr_Hopper", "inner_lr_HalfCheetah"}
+        scale = after["inner_lr_log_scale"].detach().exp() * algo.config.inner_lr
+        assert learned["inner_lr_Hopper"] == pytest.approx(float(scale[0]))
     finally:
         algo.stop()

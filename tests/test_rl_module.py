@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ray.rllib.core.columns import Columns
-from rllib_maml.algorithm.rl_module import MAMLTorchRLModule, batched_functional_forward
+from rllib_maml.algorithm.rl_module import INNER_LR_PARAM, MAMLTorchRLModule, batched_functional_forward
 from rllib_maml.core.distributions import MaskedDiagGaussian
 from tests.helpers import tiny_module
 
@@ -164,3 +164,20 @@ def test_group_log_std_acts_the_same_per_row_and_under_vmap() -> None:
     batched, _ = batched_functional_forward(module, params, obs.expand(2, 6, 5), with_values=False)
     torch.testing.assert_close(batched._dist.scale[0], MaskedDiagGaussian.from_logits(with_own)._dist.scale)
     torch.testing.assert_close(batched._dist.scale[1], MaskedDiagGaussian.from_logits(with_other)._dist.scale)
+
+
+def test_learn_inner_lr_adds_a_step_size_per_group_that_acting_never_reads() -> None:
+    grouped = tiny_module(action_masks=[[1, 1], [1, 0]], learn_inner_lr=True)
+    assert getattr(grouped, INNER_LR_PARAM).shape == (2,) and grouped.learns_inner_lr
+    assert getattr(tiny_module(learn_inner_lr=True), INNER_LR_PARAM).shape == (1,)
+    assert not tiny_module().learns_inner_lr
+    obs = torch.randn(4, 3, dtype=torch.float64)
+    obs[:, 1:] = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    before = dist_inputs(grouped, obs)
+    with torch.no_grad():
+        getattr(grouped, INNER_LR_PARAM).copy_(torch.tensor([math.log(2.0), math.log(0.5)]))
+    torch.testing.assert_close(dist_inputs(grouped, obs), before)
+    # Task i (its rows stacked as obs[i]) steps with its own group's factor.
+    log_scale = getattr(grouped, INNER_LR_PARAM).detach().expand(4, 2)
+    scale = grouped.inner_lr_scale({INNER_LR_PARAM: log_scale}, obs[:, None].expand(4, 3, 3))
+    torch.testing.assert_close(scale, torch.tensor([2.0, 0.5, 0.5, 2.0], dtype=torch.float64))

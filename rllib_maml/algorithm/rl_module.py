@@ -35,6 +35,15 @@ GROUP_INPUT_LAYERS_KEY = "group_input_layers"
 #: noise is learned and adapted apart from another's. Needs :data:`ACTION_MASKS_KEY`.
 GROUP_LOG_STD_KEY = "group_log_std"
 
+#: model_config key: bool (default False). True makes the inner step size a parameter that
+#: the meta-update learns (as Meta-SGD, Li et al. 2017, with one number per group instead of
+#: one per weight): :data:`INNER_LR_PARAM` holds each group's (or, without groups, the one)
+#: log-factor on ``inner_lr``, starting at 0 (factor 1).
+LEARN_INNER_LR_KEY = "learn_inner_lr"
+#: The parameter behind :data:`LEARN_INNER_LR_KEY`: ``[num_groups]``, or ``[1]`` without groups.
+#: The forward pass never reads it, so inner steps leave it alone; only the meta-update moves it.
+INNER_LR_PARAM = "inner_lr_log_scale"
+
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
 
@@ -68,6 +77,14 @@ def group_log_std(model_config: Mapping[str, Any]) -> bool:
     """``model_config["group_log_std"]`` (default False); ``ValueError`` naming it unless a
     bool, or when it is True without ``action_masks`` (no groups to give a log-std to)."""
     return _group_flag(model_config, GROUP_LOG_STD_KEY, "a log-std")
+
+
+def learn_inner_lr(model_config: Mapping[str, Any]) -> bool:
+    """``model_config["learn_inner_lr"]`` (default False); ``ValueError`` naming it unless a bool."""
+    value = model_config.get(LEARN_INNER_LR_KEY, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"model_config['{LEARN_INNER_LR_KEY}']={value!r} is invalid: it must be true or false")
+    return value
 
 
 def group_expanded(obs: torch.Tensor, num_groups: int) -> torch.Tensor:
@@ -127,6 +144,8 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
         :data:`GROUP_INPUT_LAYERS_KEY` and :func:`group_expanded`.
         ``group_log_std`` (bool, default False): one log-std vector per group, see
         :data:`GROUP_LOG_STD_KEY`.
+        ``learn_inner_lr`` (bool, default False): a learned inner step size per group,
+        see :data:`LEARN_INNER_LR_KEY` and :meth:`inner_lr_scale`.
 
     The forward pass returns ``action_dist_inputs = [mean, log_std, mask]``, read by
     :class:`MaskedDiagGaussian`, so the mask reaches sampling, log-probabilities,
@@ -168,6 +187,9 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
         log_std_shape = (int(table.shape[0]), self.action_dim) if group_log_std(cfg) else (self.action_dim,)
         self.log_std = nn.Parameter(torch.full(log_std_shape, float(cfg.get("initial_log_std", 0.0))))
         self.log_action_scale = log_action_scale(cfg)
+        if learn_inner_lr(cfg):
+            groups = int(table.shape[0]) if table is not None else 1
+            setattr(self, INNER_LR_PARAM, nn.Parameter(torch.zeros(groups)))
         # A buffer, not a parameter: the mask is data, never adapted or trained.
         self.register_buffer("action_mask_table", table, persistent=False)
         self.action_dist_cls = MaskedDiagGaussian
@@ -188,6 +210,24 @@ class MAMLTorchRLModule(TorchRLModule, ValueFunctionAPI):
         one_hot = obs[..., -self.log_std.shape[0] :]
         # A product, not an index: it runs unchanged under torch.func.vmap and per row.
         return (one_hot.unsqueeze(-1) * log_std).sum(-2) if per_row else one_hot @ log_std
+
+    @property
+    def learns_inner_lr(self) -> bool:
+        """Whether the module holds :data:`INNER_LR_PARAM` (``learn_inner_lr``)."""
+        return hasattr(self, INNER_LR_PARAM)
+
+    def inner_lr_scale(self, params: Mapping[str, torch.Tensor], obs: torch.Tensor) -> torch.Tensor:
+        """``[M]``: each task's factor on ``inner_lr``, ``exp`` of its group's learned log-factor.
+
+        ``params[INNER_LR_PARAM]`` is stacked over tasks (``[M, G]`` or ``[M, 1]``) and
+        ``obs`` is ``[M, N, obs_dim]``; a task's group is the one-hot of its first row
+        (all of a task's rows are one body). A differentiable function of ``params``.
+        """
+        log_scale = params[INNER_LR_PARAM]
+        if log_scale.shape[-1] == 1:
+            return log_scale[:, 0].exp()
+        one_hot = obs[:, 0, -log_scale.shape[-1] :].to(log_scale.dtype)
+        return (one_hot * log_scale).sum(-1).exp()
 
     def network_input(self, obs: torch.Tensor) -> torch.Tensor:
         """What the policy and value MLPs read: ``obs``, or :func:`group_expanded` of it."""
@@ -302,4 +342,5 @@ def meta_updater_for(
         apply_meta_gradient=apply_meta_gradient,
         settings=settings,
         average_stats=average_stats,
+        lr_scale=module.inner_lr_scale if module.learns_inner_lr else None,
     )

@@ -9,7 +9,13 @@ from typing import Any, Callable
 
 from rllib_maml.algorithm.env_factory import action_masks, make_task_env
 from rllib_maml.algorithm.env_runner import MAMLEnvRunner
-from rllib_maml.algorithm.rl_module import ACTION_MASKS_KEY, group_input_layers, group_log_std, log_action_scale
+from rllib_maml.algorithm.rl_module import (
+    ACTION_MASKS_KEY,
+    group_input_layers,
+    group_log_std,
+    learn_inner_lr,
+    log_action_scale,
+)
 
 #: Valid values of ``MAMLConfig.baseline``.
 BASELINES = ("value_function", "linear")
@@ -60,6 +66,7 @@ def check_training_settings(config: Any) -> None:
         if threads is not None and (not _is_int(threads) or threads < 1):
             raise _invalid(name, threads, "an integer >= 1 or None")
     log_action_scale(config.model_config or {})  # fails here, on the driver, not inside a runner
+    learn_inner_lr(config.model_config or {})
     steps = config.evaluation_adaptation_steps
     if steps is not None and (not _is_int(steps) or steps < 0):
         raise _invalid("evaluation_adaptation_steps", steps, "an integer >= 0 or None")

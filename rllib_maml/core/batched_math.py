@@ -7,7 +7,7 @@ Python loop over tasks. Same values and gradients as the per-task forms (tested)
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -19,6 +19,9 @@ from rllib_maml.core.settings import MAMLSettings
 #: ``forward(stacked params {name: [M, ...]}, obs [M, N, obs_dim]) -> (dist over [M, N], values [M, N])``;
 #: values may be ``None`` (a policy-only forward): the value loss is then 0.
 BatchedForwardFn = Callable[[Params, torch.Tensor], Tuple[MaskedDiagGaussian, Optional[torch.Tensor]]]
+#: ``lr_scale(stacked params, obs [M, N, obs_dim]) -> [M]``: each task's factor on ``inner_lr``, read
+#: from parameters that the meta-update learns (``model_config["learn_inner_lr"]``); None: 1 for all.
+LRScaleFn = Callable[[Params, torch.Tensor], torch.Tensor]
 
 
 @dataclasses.dataclass
@@ -96,36 +99,59 @@ def _inner_terms(dist: MaskedDiagGaussian, values: Optional[torch.Tensor], batch
     return surrogate + vf_loss_coeff * _value_loss(values, batch)
 
 
+def task_inner_lr(
+    coeffs: MAMLSettings, lr_scale: Optional[LRScaleFn], params: Params, obs: torch.Tensor
+) -> Union[float, torch.Tensor]:
+    """``inner_lr``, or with ``lr_scale`` each task's ``inner_lr * lr_scale(params, obs)`` ``[M]``
+    (a differentiable function of the stacked parameters: the meta-gradient learns it)."""
+    return coeffs.inner_lr if lr_scale is None else coeffs.inner_lr * lr_scale(params, obs)
+
+
 def _batched_step(
-    params: Params, loss: torch.Tensor, inner_lr: float, create_graph: bool
+    params: Params, loss: torch.Tensor, inner_lr: Union[float, torch.Tensor], create_graph: bool
 ) -> Params:
-    """``theta'_i = theta_i - inner_lr * grad_i`` for all tasks at once from per-task losses ``[M]``.
+    """``theta'_i = theta_i - inner_lr_i * grad_i`` for all tasks at once from per-task losses ``[M]``.
 
     Task ``i``'s loss depends only on row ``i`` of the stacked parameters, so the
-    gradient of the sum is each task's own gradient, row by row.
+    gradient of the sum is each task's own gradient, row by row. ``inner_lr`` is one
+    number, or ``[M]``: one step size per task.
     """
     names = list(params)
     grads = torch.autograd.grad(
         loss.sum(), [params[n] for n in names], create_graph=create_graph, retain_graph=True, allow_unused=True
     )
-    return {n: params[n] if g is None else params[n] - inner_lr * g for n, g in zip(names, grads)}
+
+    def lr_for(g: torch.Tensor) -> Union[float, torch.Tensor]:
+        return inner_lr.reshape(-1, *([1] * (g.dim() - 1))) if isinstance(inner_lr, torch.Tensor) else inner_lr
+
+    return {n: params[n] if g is None else params[n] - lr_for(g) * g for n, g in zip(names, grads)}
 
 
 def batched_adaptation_path(
-    forward: BatchedForwardFn, params: Params, inner_batches: Sequence[StackedBatch], coeffs: MAMLSettings
+    forward: BatchedForwardFn,
+    params: Params,
+    inner_batches: Sequence[StackedBatch],
+    coeffs: MAMLSettings,
+    lr_scale: Optional[LRScaleFn] = None,
 ) -> List[Params]:
     """:func:`~rllib_maml.core.maml_math.adaptation_path` for all tasks at once, without a graph: stacked ``theta^0..theta^k``."""
     path = [params]
     for batch in inner_batches:
         dist, values = forward(path[-1], batch.obs)
         loss = _inner_terms(dist, values, batch, coeffs.vf_loss_coeff)
-        step = _batched_step(path[-1], loss, coeffs.inner_lr, create_graph=False)
+        with torch.no_grad():
+            inner_lr = task_inner_lr(coeffs, lr_scale, path[-1], batch.obs)
+        step = _batched_step(path[-1], loss, inner_lr, create_graph=False)
         path.append({n: p.detach().requires_grad_(True) for n, p in step.items()})
     return path
 
 
 def batched_meta_terms(
-    forward: BatchedForwardFn, params: Params, steps: Sequence[StackedBatch], coeffs: MAMLSettings
+    forward: BatchedForwardFn,
+    params: Params,
+    steps: Sequence[StackedBatch],
+    coeffs: MAMLSettings,
+    lr_scale: Optional[LRScaleFn] = None,
 ) -> Dict[str, torch.Tensor]:
     """The meta-objective's per-task terms ``[M]``, differentiable w.r.t. ``params`` through the inner steps.
 
@@ -134,6 +160,8 @@ def batched_meta_terms(
     Keys: ``surrogate_clipped`` (PPO's), ``surrogate`` (plain ``-E[ratio * A]``),
     ``vf_loss``, ``entropy`` (post-adaptation), ``kl`` (mean over steps ``0..K`` of the
     KL from each step's sampling policy) and ``kl_post`` (that KL at step ``K`` alone).
+    With ``lr_scale`` the per-task step sizes are functions of ``params`` too (in first-order
+    MAML as well: only the inner gradient is a constant there).
     """
     if [s.step for s in steps] != list(range(len(steps))) or len(steps) < 2:
         raise ValueError(f"expected stacked batches labelled 0..K with K >= 1, got steps {[s.step for s in steps]}")
@@ -144,7 +172,8 @@ def batched_meta_terms(
         dist, values = forward(path[-1], batch.obs)
         kls.append(_task_mean(MaskedDiagGaussian.from_logits(batch.dist_inputs_old).kl(dist), batch.mask))
         loss = _inner_terms(dist, values, batch, coeffs.vf_loss_coeff)
-        path.append(_batched_step(path[-1], loss, coeffs.inner_lr, create_graph=not coeffs.first_order))
+        inner_lr = task_inner_lr(coeffs, lr_scale, path[-1], batch.obs)
+        path.append(_batched_step(path[-1], loss, inner_lr, create_graph=not coeffs.first_order))
     outer = steps[-1]
     dist, values = forward(path[-1], outer.obs)
     kls.append(_task_mean(MaskedDiagGaussian.from_logits(outer.dist_inputs_old).kl(dist), outer.mask))
@@ -161,14 +190,18 @@ def batched_meta_terms(
 
 
 def batched_meta_loss(
-    forward: BatchedForwardFn, params: Params, steps: Sequence[StackedBatch], coeffs: MAMLSettings
+    forward: BatchedForwardFn,
+    params: Params,
+    steps: Sequence[StackedBatch],
+    coeffs: MAMLSettings,
+    lr_scale: Optional[LRScaleFn] = None,
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """:func:`~rllib_maml.core.maml_math.meta_loss` with the tasks stacked: the same value and gradient, in one pass per step.
 
     ``meta_optimizer="ppo"``: the clipped surrogate plus the adaptive KL penalty;
     ``"vpg"`` (and TRPO's objective): the plain surrogate, no clipping, no penalty.
     """
-    terms = batched_meta_terms(forward, params, steps, coeffs)
+    terms = batched_meta_terms(forward, params, steps, coeffs, lr_scale)
     if coeffs.meta_optimizer == "ppo":
         surrogate, penalty = terms["surrogate_clipped"], coeffs.kl_coeff * terms["kl"]
     else:

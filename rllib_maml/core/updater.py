@@ -22,6 +22,7 @@ import torch
 
 from rllib_maml.core.batched_math import (
     BatchedForwardFn,
+    LRScaleFn,
     StackedBatch,
     batched_adaptation_path,
     batched_meta_loss,
@@ -68,6 +69,9 @@ class MAMLMetaUpdater:
             share-weighted mean of each loss statistic over all Learners (a collective
             call); the updater then checks and reports global values, and every
             Learner adapts the KL coefficient alike. None: one Learner.
+        lr_scale: each task's learned factor on ``inner_lr``, from theta and the task's
+            observations (:data:`~rllib_maml.core.batched_math.LRScaleFn`); None: every
+            task steps with ``inner_lr`` itself.
     """
 
     def __init__(
@@ -78,8 +82,10 @@ class MAMLMetaUpdater:
         settings: MAMLSettings,
         batched_forward: BatchedForwardFn,
         average_stats: Optional[Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]] = None,
+        lr_scale: Optional[LRScaleFn] = None,
     ) -> None:
         self._forward = forward
+        self._lr_scale = lr_scale
         self._average_stats = average_stats or (lambda stats: stats)
         self._batched_forward = batched_forward
         self._theta = theta
@@ -137,7 +143,7 @@ class MAMLMetaUpdater:
                 batches[i].append(task_batch(rollout, baseline, self.settings.gamma, self.settings.lambda_, device))
             if extend_path or j < num_steps - 1:
                 stacked = StackedBatch.stack([task_batches[j] for task_batches in batches])
-                path.append(batched_adaptation_path(self._loss_forward(), path[j], [stacked], coeffs)[-1])
+                path.append(batched_adaptation_path(self._loss_forward(), path[j], [stacked], coeffs, self._lr_scale)[-1])
         return batches, path
 
     def _loss_forward(self) -> BatchedForwardFn:
@@ -194,11 +200,13 @@ class MAMLMetaUpdater:
             task_batches = self.batches_and_path(rollouts, extend_path=False)[0]
             steps = [StackedBatch.stack([b[j] for b in task_batches]) for j in range(len(task_batches[0]))]
             if self.settings.meta_optimizer == "trpo":
-                return self._trpo_update(steps)
+                return {**self._trpo_update(steps), **self.learned_inner_lrs(rollouts, steps[0].obs)}
             stats: Dict[str, Any] = {}
             taken, early_stop = 0, self.settings.kl_early_stop
             for optimizer_step in range(self.settings.maml_optimizer_steps):
-                loss, stats = batched_meta_loss(self._loss_forward(), self._theta(), steps, self.coefficients())
+                loss, stats = batched_meta_loss(
+                    self._loss_forward(), self._theta(), steps, self.coefficients(), self._lr_scale
+                )
                 # Over all Learners' tasks, so that every Learner raises (and stops) alike: none waits in a collective.
                 stats = self._average_stats({"meta_loss": loss.detach(), **stats})
                 nonfinite = sorted(k for k, v in stats.items() if not torch.isfinite(v).all())
@@ -217,7 +225,18 @@ class MAMLMetaUpdater:
         if self.settings.meta_optimizer == "ppo":  # VPG has no KL term to adapt
             self.kl_coeff = update_kl_coeff(self.kl_coeff, result["kl"], self.settings.kl_target)
         result["kl_coeff"] = self.kl_coeff
-        return result
+        return {**result, **self.learned_inner_lrs(rollouts, steps[0].obs)}
+
+    def learned_inner_lrs(self, rollouts: Sequence[Sequence[TaskRollout]], obs: torch.Tensor) -> Dict[str, float]:
+        """``{"inner_lr_<group>": step size}`` that theta now gives the tasks of ``rollouts``
+        (``obs``: their stacked step-0 observations), ``inner_lr_all`` for ungrouped tasks;
+        ``{}`` unless the step size is learned."""
+        if self._lr_scale is None:
+            return {}
+        with torch.no_grad():
+            theta = {n: p.detach() for n, p in self._theta().items()}
+            lrs = self.settings.inner_lr * self._lr_scale(stack_params(theta, len(rollouts)), obs)
+        return {f"inner_lr_{task[0].group or 'all'}": float(lr) for task, lr in zip(rollouts, lrs.cpu())}
 
     def _trpo_update(self, steps: Sequence[StackedBatch]) -> Dict[str, float]:
         """One TRPO step on the policy's parameters, then Adam steps on the value loss.
@@ -232,7 +251,7 @@ class MAMLMetaUpdater:
         leaves = [theta[n] for n in policy]
 
         def terms() -> Dict[str, torch.Tensor]:
-            return batched_meta_terms(self._loss_forward(), theta, steps, coeffs)
+            return batched_meta_terms(self._loss_forward(), theta, steps, coeffs, self._lr_scale)
 
         def objective(t: Dict[str, torch.Tensor]) -> torch.Tensor:
             return (t["surrogate"] - coeffs.entropy_coeff * t["entropy"]).mean()

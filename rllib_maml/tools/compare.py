@@ -19,6 +19,7 @@ from gymnasium.envs.registration import load_env_creator
 
 from rllib_maml.algorithm import env_factory
 from rllib_maml.algorithm.env_factory import HELD_OUT_SEED
+from rllib_maml.algorithm.rl_module import INNER_LR_PARAM, LEARN_INNER_LR_KEY
 from rllib_maml.algorithm.metrics import ADAPT_RETURN_PREFIX, PER_TASK, adapt_return_key
 from rllib_maml.tools.checkpoints import CheckpointInfo, module_weights, read_checkpoint, require_maml, require_non_maml
 from rllib_maml.tools.errors import UserError
@@ -209,7 +210,22 @@ def plan_compare(maml_path: str, ppo_path: str) -> ComparePlan:
             f"the checkpoints were trained on different envs: --maml {maml.config.env} "
             f"{maml.config.env_config or ''} vs --ppo {ppo.config.env} {ppo.config.env_config or ''}"
         )
-    return ComparePlan(maml=maml, ppo=ppo, ppo_weights=module_weights(ppo, "--ppo"), task_options_dropped=tuple(sorted(differing)))
+    return ComparePlan(maml=maml, ppo=ppo, ppo_weights=same_inner_step(maml, module_weights(ppo, "--ppo")),
+                       task_options_dropped=tuple(sorted(differing)))
+
+
+def same_inner_step(maml: CheckpointInfo, ppo_weights: Dict[str, Any]) -> Dict[str, Any]:
+    """``ppo_weights``, plus MAML's learned inner step sizes where MAML learned them
+    (``learn_inner_lr``), so that the baseline adapts with the same step per body."""
+    if not _own_model_config(maml.config).get(LEARN_INNER_LR_KEY) or INNER_LR_PARAM in ppo_weights:
+        return ppo_weights
+    return {**ppo_weights, INNER_LR_PARAM: module_weights(maml, "--maml")[INNER_LR_PARAM]}
+
+
+def _baseline_model_config(ppo: CheckpointInfo, ppo_weights: Dict[str, Any]) -> Dict[str, Any]:
+    """The baseline's own model_config, with ``learn_inner_lr`` where its weights carry step sizes."""
+    own = _own_model_config(ppo.config)
+    return {**own, LEARN_INNER_LR_KEY: True} if INNER_LR_PARAM in ppo_weights else own
 
 
 def compare(plan: ComparePlan, *, num_tasks: int, num_steps: int, output: str,
@@ -223,7 +239,8 @@ def compare(plan: ComparePlan, *, num_tasks: int, num_steps: int, output: str,
         # Assigned, not set through environment(): that deep-updates and would keep the dropped keys.
         task_config.env_config = {k: v for k, v in dict(maml_config.env_config).items() if k not in plan.task_options_dropped}
     tasks = held_out_tasks(task_config, num_tasks, seed)
-    ppo_config = adaptation_config(maml, model_config=_own_model_config(ppo.config), num_env_runners=num_env_runners)
+    ppo_config = adaptation_config(maml, model_config=_baseline_model_config(ppo, plan.ppo_weights),
+                                   num_env_runners=num_env_runners)
     random_config = adaptation_config(maml, num_env_runners=num_env_runners, seed=seed)
     curves = [
         curve_of_checkpoint(maml, maml_config, "MAML", tasks, num_steps),
@@ -240,6 +257,8 @@ def compare(plan: ComparePlan, *, num_tasks: int, num_steps: int, output: str,
         "inner update": (
             f"inner_lr={maml.config.inner_lr}, episodes_per_task={maml.config.episodes_per_task}, "
             f"gamma={maml.config.gamma}, lambda={maml.config.lambda_}"
+            + (", times MAML's learned factors (learn_inner_lr: one per body where the env has bodies), for MAML and PPO alike"
+               if _own_model_config(maml.config).get(LEARN_INNER_LR_KEY) else "")
         ),
         "MAML checkpoint": str(maml.path),
         "PPO checkpoint": str(ppo.path),
