@@ -19,6 +19,9 @@ the group's held-out tasks, and the spread of the group's pre-adaptation return 
 
     python benchmarks/held_out_curves.py --per-task results/mm-walker-hopper-s7 \
         --output docs/multi_morphology_walker_hopper.png --save-csv docs/runs
+
+With ``--inner-lr`` (a run trained with ``model_config.learn_inner_lr``) it prints and plots
+the learned inner step size of each group (``learners/inner_lr_<group>``) against env steps.
 """
 
 from __future__ import annotations
@@ -118,6 +121,60 @@ def per_task_deltas(run: Path) -> Dict[str, List[DeltaPoint]]:
     return groups
 
 
+def inner_lrs(run: Path) -> Dict[str, List[Tuple[int, float]]]:
+    """``{group: [(env steps, learned inner step size), ...]}`` of every training iteration
+    (``learners/inner_lr_<group>``), or from a CSV that ``--inner-lr --save-csv`` wrote."""
+    found: Dict[str, Dict[int, float]] = {}
+    if run.suffix == ".csv":
+        with open(run, newline="") as f:
+            for row in csv.DictReader(f):
+                found.setdefault(row["group"], {})[int(row["env_steps"])] = float(row["inner_lr"])
+    else:
+        for path in sorted(run.rglob("result.json")):
+            for line in path.read_text().splitlines():
+                result = json.loads(line)
+                steps = int(result["env_runners"]["num_env_steps_sampled_lifetime"])
+                for key, value in result.get("learners", {}).items():
+                    if key.startswith("inner_lr_"):
+                        found.setdefault(key.removeprefix("inner_lr_"), {})[steps] = float(value)
+    if not found:
+        raise SystemExit(f"{run}: reports no learned inner step size (train with model_config.learn_inner_lr=true)")
+    return {group: sorted(points.items()) for group, points in found.items()}
+
+
+def inner_lr_main(args: argparse.Namespace, name: Callable[[Path], str]) -> None:
+    """``--inner-lr``: each group's learned inner step size against env steps."""
+    runs = {name(run): inner_lrs(run) for run in args.runs}
+    if args.save_csv:
+        for run_name, groups in runs.items():
+            path = args.save_csv / f"{run_name}-inner-lr.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["env_steps", "group", "inner_lr"])
+                for group, points in groups.items():
+                    writer.writerows([steps, group, lr] for steps, lr in points)
+    print("| run | group | first | at 25% | at 50% | at 75% | last (env steps) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for run_name, groups in runs.items():
+        for group, points in sorted(groups.items()):
+            picks = [points[min(len(points) - 1, int(q * len(points)))][1] for q in (0, 0.25, 0.5, 0.75)]
+            print(f"| {run_name} | {group} | " + " | ".join(f"{lr:.4f}" for lr in picks)
+                  + f" | {points[-1][1]:.4f} ({points[-1][0]:,d}) |")
+    if args.output:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.2), sharey=True, squeeze=False)
+        for ax, (run_name, groups) in zip(axes[0], runs.items()):
+            for group, points in sorted(groups.items()):
+                ax.plot([p[0] / 1e6 for p in points], [p[1] for p in points], label=group)
+            ax.set_title(run_name)
+        save_figure(fig, axes, "learned inner step size", args)
+
+
 def save_figure(fig: Any, axes: Any, ylabel: str, args: argparse.Namespace) -> None:
     """Labels a row of panels (one line per run, zero marked) and writes it to ``args.output``."""
     for ax in axes[0]:
@@ -176,14 +233,19 @@ def main() -> None:
     parser.add_argument("--per-task", action="store_true",
                         help="per task group (e.g. morphology): the adaptation delta with its standard error; "
                              "CSVs DIR/<run>-per-task.csv")
+    parser.add_argument("--inner-lr", action="store_true",
+                        help="per task group: the learned inner step size (learn_inner_lr); CSVs DIR/<run>-inner-lr.csv")
     args = parser.parse_args()
 
     def name(run: Path) -> str:
         last = Path(str(run).split("+")[-1])
-        return last.stem.removesuffix("-per-task") if last.suffix == ".csv" else last.name
+        return last.stem.removesuffix("-per-task").removesuffix("-inner-lr") if last.suffix == ".csv" else last.name
 
     if args.per_task:
         per_task_main(args, name)
+        return
+    if args.inner_lr:
+        inner_lr_main(args, name)
         return
 
     curves = {name(run): held_out_points(run) for run in args.runs}
