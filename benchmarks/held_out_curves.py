@@ -30,7 +30,7 @@ import argparse
 import csv
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 #: One evaluation: (lifetime env steps, {k: held-out return after k inner steps}).
 Point = Tuple[int, Dict[int, float]]
@@ -142,18 +142,26 @@ def inner_lrs(run: Path) -> Dict[str, List[Tuple[int, float]]]:
     return {group: sorted(points.items()) for group, points in found.items()}
 
 
+def save_group_csvs(runs: Dict[str, Dict[str, List[Tuple[Any, ...]]]], folder: Optional[Path], suffix: str,
+                    columns: List[str]) -> None:
+    """With ``folder`` (``--save-csv``): ``folder/<run>-<suffix>.csv`` per run, one row per
+    group and point: ``env_steps, group, *columns``."""
+    if folder is None:
+        return
+    for run_name, groups in runs.items():
+        path = folder / f"{run_name}-{suffix}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["env_steps", "group", *columns])
+            for group, points in groups.items():
+                writer.writerows([steps, group, *values] for steps, *values in points)
+
+
 def inner_lr_main(args: argparse.Namespace, name: Callable[[Path], str]) -> None:
     """``--inner-lr``: each group's learned inner step size against env steps."""
     runs = {name(run): inner_lrs(run) for run in args.runs}
-    if args.save_csv:
-        for run_name, groups in runs.items():
-            path = args.save_csv / f"{run_name}-inner-lr.csv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(["env_steps", "group", "inner_lr"])
-                for group, points in groups.items():
-                    writer.writerows([steps, group, lr] for steps, lr in points)
+    save_group_csvs(runs, args.save_csv, "inner-lr", ["inner_lr"])
     print("| run | group | first | at 25% | at 50% | at 75% | last (env steps) |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for run_name, groups in runs.items():
@@ -192,15 +200,7 @@ def save_figure(fig: Any, axes: Any, ylabel: str, args: argparse.Namespace) -> N
 def per_task_main(args: argparse.Namespace, name: Callable[[Path], str]) -> None:
     """``--per-task``: each group's held-out adaptation delta against env steps, +- 2 standard errors."""
     runs = {name(run): per_task_deltas(run) for run in args.runs}
-    if args.save_csv:
-        for run_name, groups in runs.items():
-            path = args.save_csv / f"{run_name}-per-task.csv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(["env_steps", "group", "adaptation_delta", "adaptation_delta_stderr", "pre_adaptation_return_std"])
-                for group, points in groups.items():
-                    writer.writerows([steps, group, *values] for steps, *values in points)
+    save_group_csvs(runs, args.save_csv, "per-task", ["adaptation_delta", "adaptation_delta_stderr", "pre_adaptation_return_std"])
     print("| run | group | env steps | adaptation delta | 2 x std. error | pre-adaptation std across tasks |")
     print("|---|---|---:|---:|---:|---:|")
     for run_name, groups in runs.items():
