@@ -57,6 +57,16 @@ def save_csv(points: List[Point], path: Path) -> None:
             writer.writerow([steps] + [returns.get(k, "") for k in steps_k])
 
 
+def results_of(path: Path) -> List[Dict[str, Any]]:
+    """The results in one ``result.json``, without a last line still being written (a running run)."""
+    lines = path.read_text().splitlines()
+    results = [json.loads(line) for line in lines[:-1]]
+    try:
+        return results + [json.loads(lines[-1])] if lines else results
+    except json.JSONDecodeError:
+        return results
+
+
 def evaluations(run: Path) -> List[Tuple[int, Dict[str, Any]]]:
     """``(lifetime env steps, result["evaluation"]["maml"])`` of every evaluation in the
     ``result.json`` files under ``run`` (a Tune experiment folder), oldest first."""
@@ -65,8 +75,7 @@ def evaluations(run: Path) -> List[Tuple[int, Dict[str, Any]]]:
         raise SystemExit(f"{run}: no result.json below it (is it an `rllib-maml train --output` folder?)")
     found: List[Tuple[int, Dict[str, Any]]] = []
     for path in files:
-        for line in path.read_text().splitlines():
-            result = json.loads(line)
+        for result in results_of(path):
             curve = result.get("evaluation", {}).get("maml")
             if curve:
                 found.append((int(result["env_runners"]["num_env_steps_sampled_lifetime"]), curve))
@@ -131,8 +140,7 @@ def inner_lrs(run: Path) -> Dict[str, List[Tuple[int, float]]]:
                 found.setdefault(row["group"], {})[int(row["env_steps"])] = float(row["inner_lr"])
     else:
         for path in sorted(run.rglob("result.json")):
-            for line in path.read_text().splitlines():
-                result = json.loads(line)
+            for result in results_of(path):
                 steps = int(result["env_runners"]["num_env_steps_sampled_lifetime"])
                 for key, value in result.get("learners", {}).items():
                     if key.startswith("inner_lr_"):
