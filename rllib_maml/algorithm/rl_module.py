@@ -55,10 +55,16 @@ def log_action_scale(model_config: Mapping[str, Any]) -> float:
     return float(np.log(scale))
 
 
-def _group_flag(model_config: Mapping[str, Any], key: str, what: str) -> bool:
+def _bool_flag(model_config: Mapping[str, Any], key: str) -> bool:
+    """``model_config[key]`` (default False); ``ValueError`` naming it unless a bool."""
     value = model_config.get(key, False)
     if not isinstance(value, bool):
         raise ValueError(f"model_config['{key}']={value!r} is invalid: it must be true or false")
+    return value
+
+
+def _group_flag(model_config: Mapping[str, Any], key: str, what: str) -> bool:
+    value = _bool_flag(model_config, key)
     if value and model_config.get(ACTION_MASKS_KEY) is None:
         raise ValueError(
             f"model_config['{key}']=True needs groups, and this env has none: {what} per group only "
@@ -81,10 +87,7 @@ def group_log_std(model_config: Mapping[str, Any]) -> bool:
 
 def learn_inner_lr(model_config: Mapping[str, Any]) -> bool:
     """``model_config["learn_inner_lr"]`` (default False); ``ValueError`` naming it unless a bool."""
-    value = model_config.get(LEARN_INNER_LR_KEY, False)
-    if not isinstance(value, bool):
-        raise ValueError(f"model_config['{LEARN_INNER_LR_KEY}']={value!r} is invalid: it must be true or false")
-    return value
+    return _bool_flag(model_config, LEARN_INNER_LR_KEY)
 
 
 def group_expanded(obs: torch.Tensor, num_groups: int) -> torch.Tensor:
