@@ -276,6 +276,38 @@ def test_compare_gives_the_baseline_mamls_learned_step_sizes(monkeypatch: pytest
     assert cmp._baseline_model_config(info(fcnet_hiddens=[8]), ppo_weights) == {"fcnet_hiddens": [8]}
 
 
+def test_videos_film_the_baseline_with_mamls_learned_step_sizes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``evaluate --video --ppo`` films the PPO baseline after the inner step that ``compare``
+    measures: with MAML's learned per-body sizes, not the config's fixed ``inner_lr``."""
+    from types import SimpleNamespace
+
+    from rllib_maml.tools import compare as cmp
+    from rllib_maml.tools import video
+
+    def info(**model_config: Any) -> Any:
+        return SimpleNamespace(config=SimpleNamespace(_model_config=model_config), is_maml="learn_inner_lr" in model_config)
+
+    learned = np.array([0.3, -0.2], np.float32)
+    ppo_weights = {"log_std": np.zeros(2, np.float32)}
+    monkeypatch.setattr(cmp, "module_weights", lambda checkpoint, flag: (
+        {"inner_lr_log_scale": learned} if checkpoint.is_maml else dict(ppo_weights)))
+    monkeypatch.setattr(cmp, "adaptation_config", lambda checkpoint, model_config=None, **kw: SimpleNamespace(model_config=model_config))
+    monkeypatch.setattr(cmp, "held_out_tasks", lambda config, num_tasks, seed: [])
+    monkeypatch.setattr(video, "make_render_env", lambda config: SimpleNamespace(close=lambda: None))
+    monkeypatch.setattr(video, "adaptation_videos", lambda algo, config, tasks, num_steps, output, label: [])
+    built: Dict[str, Any] = {}
+
+    def adapter_of(config: Any, *, checkpoint: Any = None, weights: Any = None) -> Any:
+        built["maml" if checkpoint is not None else "ppo"] = (config, weights)
+        return SimpleNamespace(stop=lambda: None)
+
+    monkeypatch.setattr(cmp, "adapter_of", adapter_of)
+    cmp.videos(info(learn_inner_lr=True), num_tasks=1, num_steps=1, output=str(tmp_path), ppo=info(fcnet_hiddens=[8]))
+    config, weights = built["ppo"]
+    assert weights["inner_lr_log_scale"] is learned and set(weights) == {"inner_lr_log_scale", "log_std"}
+    assert config.model_config == {"fcnet_hiddens": [8], "learn_inner_lr": True}
+
+
 def test_compare_is_reproducible_on_the_same_held_out_tasks(nav2d_runs: Dict[str, Any]) -> None:
     from rllib_maml.tools import compare as cmp
 

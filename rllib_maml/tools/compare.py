@@ -163,8 +163,8 @@ def videos(info: CheckpointInfo, *, num_tasks: int, num_steps: int, output: str,
     else:
         runs = [(info.algo_class.__name__.lower(), config, dict(weights=module_weights(info, "checkpoint")))]
     if ppo is not None:
-        ppo_config = adaptation_config(info, model_config=_own_model_config(ppo.config), num_env_runners=num_env_runners)
-        runs.append(("ppo", ppo_config, dict(weights=module_weights(ppo, "--ppo"))))
+        ppo_weights = same_inner_step(info, module_weights(ppo, "--ppo"))
+        runs.append(("ppo", baseline_config(info, ppo, ppo_weights, num_env_runners), dict(weights=ppo_weights)))
     paths: List[Path] = []
     for label, run_config, source in runs:
         algo = adapter_of(run_config, **source)
@@ -228,6 +228,13 @@ def _baseline_model_config(ppo: CheckpointInfo, ppo_weights: Dict[str, Any]) -> 
     return {**own, LEARN_INNER_LR_KEY: True} if INNER_LR_PARAM in ppo_weights else own
 
 
+def baseline_config(maml: CheckpointInfo, ppo: CheckpointInfo, ppo_weights: Dict[str, Any],
+                    num_env_runners: Optional[int] = None) -> Any:
+    """The config that fine-tunes the baseline's ``ppo_weights`` (from ``same_inner_step``)
+    with ``maml``'s inner update: the same one for ``compare``'s curves and ``videos``' GIFs."""
+    return adaptation_config(maml, model_config=_baseline_model_config(ppo, ppo_weights), num_env_runners=num_env_runners)
+
+
 def compare(plan: ComparePlan, *, num_tasks: int, num_steps: int, output: str,
             seed: int = HELD_OUT_SEED, num_env_runners: Optional[int] = None) -> Dict[str, Path]:
     """MAML vs PPO fine-tuned with MAML's inner update vs random init; writes the outputs."""
@@ -239,8 +246,7 @@ def compare(plan: ComparePlan, *, num_tasks: int, num_steps: int, output: str,
         # Assigned, not set through environment(): that deep-updates and would keep the dropped keys.
         task_config.env_config = {k: v for k, v in dict(maml_config.env_config).items() if k not in plan.task_options_dropped}
     tasks = held_out_tasks(task_config, num_tasks, seed)
-    ppo_config = adaptation_config(maml, model_config=_baseline_model_config(ppo, plan.ppo_weights),
-                                   num_env_runners=num_env_runners)
+    ppo_config = baseline_config(maml, ppo, plan.ppo_weights, num_env_runners)
     random_config = adaptation_config(maml, num_env_runners=num_env_runners, seed=seed)
     curves = [
         curve_of_checkpoint(maml, maml_config, "MAML", tasks, num_steps),
