@@ -1,12 +1,14 @@
 """Run by ``test_cluster.py`` in its own process: MAML on a 2-node ``ray.cluster_utils.Cluster``.
 
-Prints one JSON line: the two nodes' ids, the nodes of the EnvRunners and Learners,
-and the last iteration's results.
+Writes ``report.json`` in the working directory: the two nodes' ids, the nodes of the
+EnvRunners and Learners, and the last iteration's results. A file, not stdout: Ray's
+own messages (a raylet's note on a worker it killed at shutdown) can follow on stdout.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import ray
 from ray.cluster_utils import Cluster
@@ -44,7 +46,7 @@ def main() -> None:
             same_theta = all((thetas[0][k] == t[k]).all() for t in thetas for k in thetas[0])
         finally:
             algo.stop()
-        print(json.dumps({
+        Path("report.json").write_text(json.dumps({
             "nodes": sorted(n["NodeID"] for n in ray.nodes() if n["Alive"]),
             "runner_nodes": runner_nodes,
             "learner_nodes": learner_nodes,

@@ -17,7 +17,7 @@ def test_runners_on_two_nodes_and_two_learners_train(tmp_path: Path) -> None:
     script = Path(__file__).with_name("cluster_run.py")
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    report = json.loads(run.stdout.strip().splitlines()[-1])
+    report = json.loads((tmp_path / "report.json").read_text())
     assert len(report["nodes"]) == 2
     assert set(report["runner_nodes"]) == set(report["nodes"]), report  # runners on both nodes
     assert len(report["learner_nodes"]) == 2 and set(report["learner_nodes"]) <= set(report["nodes"])
