@@ -238,6 +238,35 @@ def test_compare_reports_each_body_of_a_multi_morphology_env(tmp_path: Path) -> 
     assert png_width(paths["png"]) > 1.9 * png_width(single["png"])  # three panels, not one
 
 
+def test_compare_splits_the_pre_adaptation_spread_into_task_and_noise(tmp_path: Path) -> None:
+    """A spread across tasks that comes from the hidden task (forward vs backward) shows as a
+    small spread across draws of the same task; per-task rows go to task_returns.csv."""
+    from rllib_maml.tools import compare as cmp
+
+    def row(i: int, direction: float, before: float, after: float) -> Dict[str, Any]:
+        return {"task_index": i, "group": "Walker2d", "task": ("Walker2d", direction),
+                "returns": [before, after], "episodes": [4, 4], "stderr": [3.0, 4.0]}
+
+    rows = [row(0, 1.0, 290.0, 300.0), row(1, 1.0, 310.0, 320.0), row(2, -1.0, 0.0, 200.0), row(3, -1.0, 20.0, 220.0)]
+    std, noise, same_task = cmp.pre_adaptation_spread(rows)
+    assert std == pytest.approx(np.std([290, 310, 0, 20], ddof=1))
+    assert same_task == pytest.approx(np.sqrt((100 + 100 + 100 + 100) / 2))  # pooled within (body, direction)
+    assert noise == pytest.approx(3.0)
+    assert np.isnan(cmp.pre_adaptation_spread([row(0, 1.0, 1.0, 2.0), row(1, -1.0, 3.0, 4.0)])[2])  # no repeats
+
+    curve = cmp.Curve("MAML", [155.0, 260.0], {"Walker2d": [155.0, 260.0]}, tasks=rows)
+    paths = cmp.write_outputs([curve, cmp.Curve("random init", [1.0, 2.0], {"Walker2d": [1.0, 2.0]})], tmp_path, {"env": "mm"})
+    with open(paths["task_returns"]) as f:
+        written = list(csv.DictReader(f))
+    assert len(written) == 8 and {r["policy"] for r in written} == {"MAML"}
+    assert [(r["task"], r["step"], float(r["episode_return_mean"])) for r in written[4:6]] == [
+        ("('Walker2d', -1.0)", "0", 0.0), ("('Walker2d', -1.0)", "1", 200.0)]
+    walker = paths["markdown"].read_text().split("\n## Walker2d")[1]
+    assert f"| MAML | 4 | {std:.2f} | {same_task:.2f} | 3.00 |" in walker
+    assert "| random init | " not in walker.split("Spread of")[1]  # no per-task rows, no spread row
+    assert "task_returns" not in cmp.write_outputs([cmp.Curve("MAML", [1.0, 2.0])], tmp_path / "none", {"env": "mm"})
+
+
 def test_compare_accepts_runs_that_differ_only_in_task_shares() -> None:
     """A MAML run trained with more Ant tasks is compared with a PPO run on the default shares;
     any other env_config difference (or another env) is refused."""

@@ -114,6 +114,15 @@ def test_evaluate_adaptation_leaves_theta_unchanged(ray_session: None, new_api_s
                 np.testing.assert_array_equal(state[name], before[name])
         with pytest.raises(ValueError, match="num_steps"):
             algo.evaluate_adaptation(num_steps=-1)
+        # Each task's own returns, which the pooled means are made of (episode-weighted).
+        detailed = algo.evaluate_adaptation(num_steps=1, tasks=tasks, with_task_returns=True)
+        rows = detailed["task_returns"]
+        assert [r["task_index"] for r in rows] == [0, 1]
+        np.testing.assert_array_equal(np.array([r["task"] for r in rows]), np.array(tasks))
+        for k in range(2):
+            pooled = sum(r["returns"][k] * r["episodes"][k] for r in rows) / sum(r["episodes"][k] for r in rows)
+            assert pooled == pytest.approx(detailed[f"episode_return_mean_adapt_{k}"], rel=1e-5)
+            assert all(r["episodes"][k] == algo.config.episodes_per_task and r["stderr"][k] >= 0 for r in rows)
     finally:
         algo.stop()
 

@@ -37,9 +37,11 @@ from rllib_maml.algorithm.metrics import (
     MAML_RESULTS,
     META_UPDATE_TIMER,
     SAMPLING_TIMER,
+    TASK_RETURNS,
     adaptation_metrics,
     runner_stats,
     sample_counts,
+    task_returns,
 )
 from rllib_maml.algorithm.rl_module import MAMLTorchRLModule
 from rllib_maml.algorithm.theta_holder import LearnerGroupThetaHolder, PolicyThetaHolder, ThetaHolder
@@ -527,7 +529,8 @@ class MAML(OldStackMAML):
         return {MAML_RESULTS: curve}
 
     def evaluate_adaptation(
-        self, num_tasks: int = 10, num_steps: int = 1, tasks: Optional[Sequence[Any]] = None
+        self, num_tasks: int = 10, num_steps: int = 1, tasks: Optional[Sequence[Any]] = None,
+        with_task_returns: bool = False,
     ) -> Dict[str, Any]:
         """Adapts copies of theta to tasks and returns the mean return after each inner step.
 
@@ -535,6 +538,8 @@ class MAML(OldStackMAML):
             num_tasks: how many fresh tasks to draw (ignored when ``tasks`` is given).
             num_steps: inner adaptation steps (>= 0); each is followed by sampling.
             tasks: fixed tasks (e.g. a held-out set) to evaluate on instead.
+            with_task_returns: also return each task's own returns under
+                ``task_returns`` (:func:`~rllib_maml.algorithm.metrics.task_returns`).
 
         Returns:
             ``{"episode_return_mean_adapt_{k}": ..., "adaptation_delta": ...}`` as in the
@@ -549,4 +554,7 @@ class MAML(OldStackMAML):
             rollouts = self.sample_adaptation(tasks, num_steps)
         finally:
             self._sync_theta_to_runners()
-        return adaptation_metrics(rollouts)
+        metrics = adaptation_metrics(rollouts)
+        if with_task_returns:
+            metrics[TASK_RETURNS] = task_returns(rollouts)
+        return metrics

@@ -28,6 +28,9 @@ PRE_ADAPTATION_STD = "pre_adaptation_return_std"
 DROPPED_ENV_STEPS_FRACTION = "dropped_env_steps_fraction"
 #: ``maml/per_task/<group>/...``: the same curve per task group (e.g. per morphology).
 PER_TASK = "per_task"
+#: ``evaluate_adaptation(..., with_task_returns=True)`` only: one row per task (:func:`task_returns`),
+#: to tell a spread across tasks caused by the hidden task from evaluation noise.
+TASK_RETURNS = "task_returns"
 #: ``timers/*`` keys: seconds of this iteration spent sampling (all adaptation steps),
 #: computing the adapted weights, and in the meta-update.
 SAMPLING_TIMER = "maml_sampling_s"
@@ -68,6 +71,27 @@ def adaptation_metrics(rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, A
     if groups:
         metrics[PER_TASK] = {g: curve([r for r in rollouts if r[0].group == g]) for g in groups}
     return metrics
+
+
+def task_returns(rollouts: Sequence[Sequence[TaskRollout]]) -> List[Dict[str, Any]]:
+    """One row per task: ``task_index``, ``group``, ``task``, and per adaptation step its
+    mean episode return (``returns``), episode count (``episodes``) and the standard error
+    of that mean across its episodes (``stderr``, NaN for one episode)."""
+
+    def stderr(returns: np.ndarray) -> float:
+        return float(returns.std(ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else float("nan")
+
+    return [
+        {
+            "task_index": steps[0].task_index,
+            "group": steps[0].group,
+            "task": steps[0].task,
+            "returns": [float(r.episode_returns.mean()) for r in steps],
+            "episodes": [len(r.episode_lens) for r in steps],
+            "stderr": [stderr(r.episode_returns) for r in steps],
+        }
+        for steps in rollouts
+    ]
 
 
 def runner_stats(rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, float]:

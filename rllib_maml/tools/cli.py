@@ -177,7 +177,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     print(paths["markdown"].read_text())
     for kind, path in paths.items():
-        print(f"{kind:>9}: {path}")
+        print(f"{kind:>12}: {path}")
     return 0
 
 

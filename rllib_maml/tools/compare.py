@@ -15,25 +15,31 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.envs.registration import load_env_creator
 
 from rllib_maml.algorithm import env_factory
 from rllib_maml.algorithm.env_factory import HELD_OUT_SEED
 from rllib_maml.algorithm.rl_module import INNER_LR_PARAM, LEARN_INNER_LR_KEY
-from rllib_maml.algorithm.metrics import ADAPT_RETURN_PREFIX, PER_TASK, adapt_return_key
+from rllib_maml.algorithm.metrics import ADAPT_RETURN_PREFIX, PER_TASK, TASK_RETURNS, adapt_return_key
 from rllib_maml.tools.checkpoints import CheckpointInfo, module_weights, read_checkpoint, require_maml, require_non_maml
 from rllib_maml.tools.errors import UserError
 
 OUTPUT_NAMES = {"csv": "adaptation_curves.csv", "markdown": "adaptation_curves.md", "png": "adaptation_curves.png"}
+#: One row per policy, held-out task and inner step (written when the curves carry ``tasks``).
+TASK_RETURNS_CSV = "task_returns.csv"
 
 
 @dataclasses.dataclass
 class Curve:
-    """Mean episode return after ``k`` inner steps, ``returns[k]``, k = 0..K."""
+    """Mean episode return after ``k`` inner steps, ``returns[k]``, k = 0..K, over all
+    held-out tasks, per group (body) and, in ``tasks``, per task
+    (rows of :func:`rllib_maml.algorithm.metrics.task_returns`)."""
 
     label: str
     returns: List[float]
     per_group: Dict[str, List[float]] = dataclasses.field(default_factory=dict)
+    tasks: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def returns_of(self, group: Optional[str] = None) -> List[float]:
         """``returns`` over all held-out tasks, or over one group's (body's) with ``group``."""
@@ -46,7 +52,7 @@ class Curve:
             return [float(m[adapt_return_key(k)]) for k in range(steps)]
 
         groups = {g: returns_in(m) for g, m in (metrics.get(PER_TASK) or {}).items()}
-        return cls(label=label, returns=returns_in(metrics), per_group=groups)
+        return cls(label=label, returns=returns_in(metrics), per_group=groups, tasks=list(metrics.get(TASK_RETURNS) or []))
 
 
 # --- MAML configs that adapt a policy ----------------------------------------------
@@ -115,7 +121,7 @@ def held_out_tasks(config: Any, num_tasks: int, seed: int = HELD_OUT_SEED) -> Li
 
 def _evaluate(algo: Any, label: str, tasks: Sequence[Any], num_steps: int) -> Curve:
     try:
-        return Curve.from_metrics(label, algo.evaluate_adaptation(num_steps=num_steps, tasks=tasks))
+        return Curve.from_metrics(label, algo.evaluate_adaptation(num_steps=num_steps, tasks=tasks, with_task_returns=True))
     finally:
         algo.stop()
 
@@ -316,9 +322,62 @@ def shared_groups(curves: Sequence[Curve]) -> List[str]:
 def per_group_tables(curves: Sequence[Curve]) -> str:
     """One markdown section per shared group (body), or "" for an env without groups."""
     return "".join(
-        f"\n## {group}\n\nMean episode return on its held-out tasks:\n\n{markdown_table(curves, group)}\n"
+        f"\n## {group}\n\nMean episode return on its held-out tasks:\n\n{markdown_table(curves, group)}"
+        f"{spread_table(curves, group)}\n"
         for group in shared_groups(curves)
     )
+
+
+def pre_adaptation_spread(rows: Sequence[Dict[str, Any]]) -> Tuple[float, float, float]:
+    """Of the per-task mean returns before adaptation (``rows`` of one policy's ``tasks``):
+    their spread across tasks (std), the part of it that is evaluation noise alone, and the
+    spread across draws of the same task value.
+
+    The noise is the root mean square, over tasks, of each task mean's standard error
+    across its episodes. The same-task spread is the pooled std within groups of
+    identical task values (e.g. ``("Walker2d", -1.0)`` drawn 10 times), NaN when no
+    task value repeats. Where it is much smaller than the spread across tasks, the
+    spread is the hidden task itself, not noise.
+    """
+    before = np.array([r["returns"][0] for r in rows], dtype=float)
+    std = float(before.std(ddof=1)) if len(before) > 1 else float("nan")
+    stderrs = np.array([r["stderr"][0] for r in rows], dtype=float)
+    stderrs = stderrs[~np.isnan(stderrs)]  # NaN: a task with one episode
+    noise = float(np.sqrt(np.mean(stderrs**2))) if len(stderrs) else float("nan")
+    by_task: Dict[str, List[float]] = {}
+    for r in rows:
+        by_task.setdefault(repr(r["task"]), []).append(r["returns"][0])
+    repeats = [np.array(v) for v in by_task.values() if len(v) > 1]
+    dof = sum(len(v) - 1 for v in repeats)
+    same_task = float(np.sqrt(sum(((v - v.mean()) ** 2).sum() for v in repeats) / dof)) if dof else float("nan")
+    return std, noise, same_task
+
+
+def spread_table(curves: Sequence[Curve], group: Optional[str] = None) -> str:
+    """A markdown table of :func:`pre_adaptation_spread` per policy (curves with ``tasks``
+    only; "" if none has), over all held-out tasks or one group's."""
+    lines = []
+    for c in curves:
+        rows = [r for r in c.tasks if group is None or r["group"] == group]
+        if rows:
+            std, noise, same_task = pre_adaptation_spread(rows)
+            lines.append(f"| {c.label} | {len(rows)} | {std:.2f} | {same_task:.2f} | {noise:.2f} |")
+    if not lines:
+        return ""
+    head = ("| policy | tasks | std across tasks | std across draws of the same task | "
+            "evaluation noise (RMS s.e. over episodes) |\n|---|---:|---:|---:|---:|")
+    return "\n\nSpread of the per-task return before adaptation:\n\n" + head + "\n" + "\n".join(lines)
+
+
+def write_task_returns(curves: Sequence[Curve], path: Path) -> None:
+    """One CSV row per policy, held-out task and inner step (the curves' ``tasks``)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["policy", "task_index", "group", "task", "step", "episode_return_mean", "episodes", "stderr"])
+        for c in curves:
+            for r in c.tasks:
+                for k, (ret, n, se) in enumerate(zip(r["returns"], r["episodes"], r["stderr"])):
+                    writer.writerow([c.label, r["task_index"], r["group"] or "", repr(r["task"]), k, f"{ret:.6g}", n, f"{se:.6g}"])
 
 
 def write_outputs(curves: Sequence[Curve], out_dir: Path, header: Dict[str, Any]) -> Dict[str, Path]:
@@ -331,10 +390,13 @@ def write_outputs(curves: Sequence[Curve], out_dir: Path, header: Dict[str, Any]
         for c in curves:
             for group, returns in [("all", c.returns), *sorted(c.per_group.items())]:
                 writer.writerows([c.label, group, k, f"{r:.6g}"] for k, r in enumerate(returns))
+    if any(c.tasks for c in curves):
+        paths["task_returns"] = out_dir / TASK_RETURNS_CSV
+        write_task_returns(curves, paths["task_returns"])
     meta = "\n".join(f"- {k}: {v}" for k, v in header.items())
     paths["markdown"].write_text(
-        f"# Adaptation curves\n\n{meta}\n\nMean episode return after k inner steps:\n\n{markdown_table(curves)}\n"
-        + per_group_tables(curves)
+        f"# Adaptation curves\n\n{meta}\n\nMean episode return after k inner steps:\n\n{markdown_table(curves)}"
+        f"{spread_table(curves)}\n" + per_group_tables(curves)
     )
     plot_curves(curves, paths["png"], title=str(header.get("env", "")))
     return paths
