@@ -169,7 +169,7 @@ def videos(info: CheckpointInfo, *, num_tasks: int, num_steps: int, output: str,
     else:
         runs = [(info.algo_class.__name__.lower(), config, dict(weights=module_weights(info, "checkpoint")))]
     if ppo is not None:
-        ppo_weights = same_inner_step(info, module_weights(ppo, "--ppo"))
+        ppo_weights = baseline_weights(info, ppo)
         runs.append(("ppo", baseline_config(info, ppo, ppo_weights, num_env_runners), dict(weights=ppo_weights)))
     paths: List[Path] = []
     for label, run_config, source in runs:
@@ -216,7 +216,7 @@ def plan_compare(maml_path: str, ppo_path: str) -> ComparePlan:
             f"the checkpoints were trained on different envs: --maml {maml.config.env} "
             f"{maml.config.env_config or ''} vs --ppo {ppo.config.env} {ppo.config.env_config or ''}"
         )
-    return ComparePlan(maml=maml, ppo=ppo, ppo_weights=same_inner_step(maml, module_weights(ppo, "--ppo")),
+    return ComparePlan(maml=maml, ppo=ppo, ppo_weights=baseline_weights(maml, ppo),
                        task_options_dropped=tuple(sorted(differing)))
 
 
@@ -226,6 +226,11 @@ def same_inner_step(maml: CheckpointInfo, ppo_weights: Dict[str, Any]) -> Dict[s
     if not _own_model_config(maml.config).get(LEARN_INNER_LR_KEY) or INNER_LR_PARAM in ppo_weights:
         return ppo_weights
     return {**ppo_weights, INNER_LR_PARAM: module_weights(maml, "--maml")[INNER_LR_PARAM]}
+
+
+def baseline_weights(maml: CheckpointInfo, ppo: CheckpointInfo) -> Dict[str, Any]:
+    """The ``--ppo`` checkpoint's policy weights, with ``maml``'s inner step (:func:`same_inner_step`)."""
+    return same_inner_step(maml, module_weights(ppo, "--ppo"))
 
 
 def _baseline_model_config(ppo: CheckpointInfo, ppo_weights: Dict[str, Any]) -> Dict[str, Any]:
