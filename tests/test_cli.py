@@ -267,6 +267,48 @@ def test_compare_splits_the_pre_adaptation_spread_into_task_and_noise(tmp_path: 
     assert "task_returns" not in cmp.write_outputs([cmp.Curve("MAML", [1.0, 2.0])], tmp_path / "none", {"env": "mm"})
 
 
+def test_compare_pairs_maml_and_the_baseline_task_by_task(tmp_path: Path) -> None:
+    """MAML minus PPO after the last step, task by task, with 2 standard errors across tasks."""
+    from rllib_maml.tools import compare as cmp
+
+    def rows(after: List[float], group: str = "Hopper") -> List[Dict[str, Any]]:
+        return [{"task_index": i, "group": group, "task": (group, 1.0), "returns": [0.0, x], "episodes": [2, 2],
+                 "stderr": [1.0, 1.0]} for i, x in enumerate(after)]
+
+    maml, ppo = rows([10.0, 20.0, 30.0]), rows([5.0, 20.0, 20.0])
+    mean, stderr = cmp.paired_difference(maml, ppo, step=1)
+    assert mean == pytest.approx(5.0) and stderr == pytest.approx(np.std([5, 0, 10], ddof=1) / np.sqrt(3))
+    assert cmp.paired_difference(maml, list(reversed(ppo)), step=1)[0] == pytest.approx(5.0)  # by task, not by order
+    curves = [cmp.Curve("MAML", [0.0, 20.0], {"Hopper": [0.0, 20.0]}, tasks=maml),
+              cmp.Curve("PPO", [0.0, 15.0], {"Hopper": [0.0, 15.0]}, tasks=ppo)]
+    text = cmp.write_outputs(curves, tmp_path, {"env": "mm"})["markdown"].read_text()
+    assert f"MAML minus PPO after 1 inner step, task by task: +5.00 ± {2 * stderr:.2f} (2 s.e. across 3 tasks)" in text
+    assert "minus" not in cmp.paired_line([curves[0], cmp.Curve("PPO", [0.0, 15.0])])
+
+
+def test_task_returns_benchmark_reads_compares_csv_per_body_and_direction(tmp_path: Path) -> None:
+    """benchmarks/task_returns.py rebuilds compare's per-task rows from task_returns.csv."""
+    from rllib_maml.tools import compare as cmp
+
+    def row(i: int, direction: float, before: float, after: float) -> Dict[str, Any]:
+        return {"task_index": i, "group": "Walker2d", "task": ("Walker2d", direction),
+                "returns": [before, after], "episodes": [3, 3], "stderr": [2.0, 2.0]}
+
+    maml = [row(0, 1.0, 50.0, 250.0), row(1, 1.0, 60.0, 260.0), row(2, -1.0, 280.0, 270.0)]
+    ppo = [row(0, 1.0, 200.0, 240.0), row(1, 1.0, 200.0, 250.0), row(2, -1.0, 210.0, 245.0)]
+    curves = [cmp.Curve("MAML", [130.0, 260.0], tasks=maml), cmp.Curve("PPO", [203.3, 245.0], tasks=ppo)]
+    cmp.write_outputs(curves, tmp_path, {"env": "mm"})
+    out = subprocess.run([sys.executable, "benchmarks/task_returns.py", str(tmp_path), "--save-csv", str(tmp_path / "kept.csv")],
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent).stdout
+    assert "| ('Walker2d', 1.0) | 2 | 55.0 → 255.0 | 200.0 → 245.0 |" in out
+    assert "| ('Walker2d', -1.0) | 1 | 280.0 → 270.0 | 210.0 → 245.0 |" in out
+    std, noise, same_task = cmp.pre_adaptation_spread(maml)
+    assert f"std across tasks {std:.1f}, across draws of the same task {same_task:.1f}, evaluation noise 2.0." in out
+    mean, stderr = cmp.paired_difference(maml, ppo, 1)
+    assert f"MAML minus PPO after 1 inner step, task by task: {mean:+.1f} ± {2 * stderr:.1f} (2 s.e., 3 tasks)" in out
+    assert (tmp_path / "kept.csv").read_text() == (tmp_path / "task_returns.csv").read_text()
+
+
 def test_compare_accepts_runs_that_differ_only_in_task_shares() -> None:
     """A MAML run trained with more Ant tasks is compared with a PPO run on the default shares;
     any other env_config difference (or another env) is refused."""

@@ -328,7 +328,7 @@ def per_group_tables(curves: Sequence[Curve]) -> str:
     """One markdown section per shared group (body), or "" for an env without groups."""
     return "".join(
         f"\n## {group}\n\nMean episode return on its held-out tasks:\n\n{markdown_table(curves, group)}"
-        f"{spread_table(curves, group)}\n"
+        f"{spread_table(curves, group)}{paired_line(curves, group)}\n"
         for group in shared_groups(curves)
     )
 
@@ -374,6 +374,33 @@ def spread_table(curves: Sequence[Curve], group: Optional[str] = None) -> str:
     return "\n\nSpread of the per-task return before adaptation:\n\n" + head + "\n" + "\n".join(lines)
 
 
+def paired_difference(a: Sequence[Dict[str, Any]], b: Sequence[Dict[str, Any]], step: int) -> Tuple[float, float]:
+    """Mean and standard error, across tasks, of ``a``'s return minus ``b``'s after
+    ``step`` inner steps, task by task (both ``tasks`` rows of the same held-out tasks)."""
+    by_index = {r["task_index"]: r["returns"][step] for r in b}
+    diffs = np.array([r["returns"][step] - by_index[r["task_index"]] for r in a if r["task_index"] in by_index])
+    if len(diffs) < 2:
+        return (float(diffs.mean()) if len(diffs) else float("nan")), float("nan")
+    return float(diffs.mean()), float(diffs.std(ddof=1) / np.sqrt(len(diffs)))
+
+
+def steps_text(step: int) -> str:
+    return f"{step} inner step" + ("" if step == 1 else "s")
+
+
+def paired_line(curves: Sequence[Curve], group: Optional[str] = None) -> str:
+    """The first curve minus the second after the last inner step, paired by task, ± 2
+    standard errors ("" unless both carry ``tasks``): whether MAML is higher than the
+    baseline by more than the tasks' noise."""
+    if len(curves) < 2 or not (curves[0].tasks and curves[1].tasks):
+        return ""
+    a, b = ([r for r in c.tasks if group is None or r["group"] == group] for c in curves[:2])
+    step = len(curves[0].returns) - 1
+    mean, stderr = paired_difference(a, b, step)
+    return (f"\n\n{curves[0].label} minus {curves[1].label} after {steps_text(step)}, task by task: "
+            f"{mean:+.2f} ± {2 * stderr:.2f} (2 s.e. across {len(a)} tasks)")
+
+
 def write_task_returns(curves: Sequence[Curve], path: Path) -> None:
     """One CSV row per policy, held-out task and inner step (the curves' ``tasks``)."""
     with open(path, "w", newline="") as f:
@@ -401,7 +428,7 @@ def write_outputs(curves: Sequence[Curve], out_dir: Path, header: Dict[str, Any]
     meta = "\n".join(f"- {k}: {v}" for k, v in header.items())
     paths["markdown"].write_text(
         f"# Adaptation curves\n\n{meta}\n\nMean episode return after k inner steps:\n\n{markdown_table(curves)}"
-        f"{spread_table(curves)}\n" + per_group_tables(curves)
+        f"{spread_table(curves)}{paired_line(curves)}\n" + per_group_tables(curves)
     )
     plot_curves(curves, paths["png"], title=str(header.get("env", "")))
     return paths
