@@ -102,8 +102,9 @@ def held_out_points(run: Path) -> List[Point]:
 
 
 #: One per-group evaluation: (env steps, adaptation delta, its standard error across the group's
-#: held-out tasks, the spread of the group's pre-adaptation return across those tasks).
-DeltaPoint = Tuple[int, float, float, float]
+#: held-out tasks, the spread of the group's pre-adaptation return across those tasks, and across
+#: draws of the same task value: NaN where a run predates it or no task repeats).
+DeltaPoint = Tuple[int, float, float, float, float]
 
 
 def per_task_deltas(run: Path) -> Dict[str, List[DeltaPoint]]:
@@ -115,14 +116,15 @@ def per_task_deltas(run: Path) -> Dict[str, List[DeltaPoint]]:
             for row in csv.DictReader(f):
                 groups.setdefault(row["group"], []).append(
                     (int(row["env_steps"]), float(row["adaptation_delta"]), float(row["adaptation_delta_stderr"]),
-                     float(row["pre_adaptation_return_std"]))
+                     float(row["pre_adaptation_return_std"]), float(row.get("pre_adaptation_return_std_same_task") or "nan"))
                 )
         return groups
     for steps, curve in evaluations(run):
         for group, stats in curve.get("per_task", {}).items():
             groups.setdefault(group, []).append(
                 (steps, float(stats["adaptation_delta"]), float(stats.get("adaptation_delta_stderr", "nan")),
-                 float(stats.get("pre_adaptation_return_std", "nan")))
+                 float(stats.get("pre_adaptation_return_std", "nan")),
+                 float(stats.get("pre_adaptation_return_std_same_task", "nan")))
             )
     if not groups:
         raise SystemExit(f"{run}: its evaluations have no per_task curves (a task distribution with task groups, "
@@ -208,13 +210,15 @@ def save_figure(fig: Any, axes: Any, ylabel: str, args: argparse.Namespace) -> N
 def per_task_main(args: argparse.Namespace, name: Callable[[Path], str]) -> None:
     """``--per-task``: each group's held-out adaptation delta against env steps, +- 2 standard errors."""
     runs = {name(run): per_task_deltas(run) for run in args.runs}
-    save_group_csvs(runs, args.save_csv, "per-task", ["adaptation_delta", "adaptation_delta_stderr", "pre_adaptation_return_std"])
-    print("| run | group | env steps | adaptation delta | 2 x std. error | pre-adaptation std across tasks |")
-    print("|---|---|---:|---:|---:|---:|")
+    save_group_csvs(runs, args.save_csv, "per-task", ["adaptation_delta", "adaptation_delta_stderr", "pre_adaptation_return_std",
+                                                      "pre_adaptation_return_std_same_task"])
+    print("| run | group | env steps | adaptation delta | 2 x std. error | pre-adaptation std across tasks "
+          "| across draws of the same task |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for run_name, groups in runs.items():
         for group, points in groups.items():
-            for steps, delta, stderr, spread in points:
-                print(f"| {run_name} | {group} | {steps:,d} | {delta:.1f} | {2 * stderr:.1f} | {spread:.1f} |")
+            for steps, delta, stderr, spread, same_task in points:
+                print(f"| {run_name} | {group} | {steps:,d} | {delta:.1f} | {2 * stderr:.1f} | {spread:.1f} | {same_task:.1f} |")
     if args.output:
         import matplotlib
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 import pytest
@@ -12,18 +12,19 @@ from rllib_maml.algorithm.metrics import adaptation_metrics
 from rllib_maml.core.data import TaskRollout
 
 
-def rollout(index: int, step: int, returns: Sequence[float], group: Optional[str]) -> TaskRollout:
+def rollout(index: int, step: int, returns: Sequence[float], group: Optional[str], task_value: Any = None) -> TaskRollout:
     """Task ``index`` at ``step``: one 1-step episode per entry of ``returns``, rewarded that much."""
     n = len(returns)
     return TaskRollout.from_episode_columns(
-        task_index=index, step=step, task=None, group=group,
+        task_index=index, step=step, task=task_value, group=group,
         obs=[np.zeros((2, 1))] * n, actions=[np.zeros((1, 1))] * n, logp=[np.zeros(1)] * n,
         dist_inputs=[np.zeros((1, 2))] * n, rewards=[np.array([r]) for r in returns], terminated=[True] * n,
     )
 
 
-def task(index: int, group: Optional[str], before: Sequence[float], after: Sequence[float]) -> List[TaskRollout]:
-    return [rollout(index, 0, before, group), rollout(index, 1, after, group)]
+def task(index: int, group: Optional[str], before: Sequence[float], after: Sequence[float],
+         task_value: Any = None) -> List[TaskRollout]:
+    return [rollout(index, 0, before, group, task_value), rollout(index, 1, after, group, task_value)]
 
 
 def test_adaptation_metrics_report_the_per_task_spread_overall_and_per_group() -> None:
@@ -48,3 +49,19 @@ def test_the_spread_weights_tasks_equally_not_episodes() -> None:
     assert metrics["adaptation_delta"] == pytest.approx(2.0)
     assert metrics["adaptation_delta_stderr"] == pytest.approx(4.0)  # per task [0, 8]: std 5.657, over sqrt(2)
     assert "per_task" not in metrics
+
+
+def test_the_spread_across_draws_of_the_same_task_leaves_out_the_hidden_task() -> None:
+    """Forward tasks earn 300 and backward ones 10 before adaptation: the spread across tasks is
+    the direction; across draws of the same (body, direction) only the noise remains."""
+    metrics = adaptation_metrics([
+        task(0, "W", [290], [300], ("W", 1.0)), task(1, "W", [310], [320], ("W", 1.0)),
+        task(2, "W", [0], [200], ("W", -1.0)), task(3, "W", [20], [220], ("W", -1.0)),
+        task(4, "H", [5], [6], ("H", 1.0)),
+    ])
+    walker = metrics["per_task"]["W"]
+    assert walker["pre_adaptation_return_std"] == pytest.approx(np.std([290, 310, 0, 20], ddof=1))
+    # Within (W, +1): 290, 310; within (W, -1): 0, 20. Squares 200 + 200 over 2 degrees of freedom.
+    assert walker["pre_adaptation_return_std_same_task"] == pytest.approx(np.sqrt(200.0))
+    assert math.isnan(metrics["per_task"]["H"]["pre_adaptation_return_std_same_task"])  # no task repeats
+    assert metrics["pre_adaptation_return_std_same_task"] == pytest.approx(np.sqrt(200.0))  # the lone H task adds nothing

@@ -23,6 +23,10 @@ ADAPTATION_DELTA_STDERR = "adaptation_delta_stderr"
 #: ``maml/pre_adaptation_return_std``: the spread, across tasks, of the per-task mean return
 #: before adaptation (NaN for one task): how much the tasks differ for theta itself.
 PRE_ADAPTATION_STD = "pre_adaptation_return_std"
+#: ``maml/pre_adaptation_return_std_same_task``: the same spread across draws of the same task value
+#: (pooled within groups of equal tasks; NaN when no task repeats): the part of
+#: :data:`PRE_ADAPTATION_STD` that is not the hidden task itself.
+PRE_ADAPTATION_STD_SAME_TASK = "pre_adaptation_return_std_same_task"
 #: ``maml/dropped_env_steps_fraction``: the part of the iteration's env steps that were simulated
 #: in episodes still running when sampling had enough (counted in the budget, not learned from).
 DROPPED_ENV_STEPS_FRACTION = "dropped_env_steps_fraction"
@@ -61,6 +65,7 @@ def adaptation_metrics(rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, A
         n = len(task_rollouts)
         out[ADAPTATION_DELTA_STDERR] = float(deltas.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
         out[PRE_ADAPTATION_STD] = float(before.std(ddof=1)) if n > 1 else float("nan")
+        out[PRE_ADAPTATION_STD_SAME_TASK] = same_task_std([r[0].task for r in task_rollouts], before)
         return out
 
     metrics: Dict[str, Any] = curve(rollouts)
@@ -71,6 +76,17 @@ def adaptation_metrics(rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, A
     if groups:
         metrics[PER_TASK] = {g: curve([r for r in rollouts if r[0].group == g]) for g in groups}
     return metrics
+
+
+def same_task_std(tasks: Sequence[Any], values: Sequence[float]) -> float:
+    """The pooled standard deviation of ``values`` within groups of equal ``tasks``
+    (compared by ``repr``, e.g. ``("Walker2d", -1.0)`` drawn several times), NaN when no task repeats."""
+    by_task: Dict[str, List[float]] = {}
+    for task, value in zip(tasks, values):
+        by_task.setdefault(repr(task), []).append(float(value))
+    repeats = [np.array(v) for v in by_task.values() if len(v) > 1]
+    dof = sum(len(v) - 1 for v in repeats)
+    return float(np.sqrt(sum(((v - v.mean()) ** 2).sum() for v in repeats) / dof)) if dof else float("nan")
 
 
 def task_returns(rollouts: Sequence[Sequence[TaskRollout]]) -> List[Dict[str, Any]]:

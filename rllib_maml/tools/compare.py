@@ -21,7 +21,7 @@ from gymnasium.envs.registration import load_env_creator
 from rllib_maml.algorithm import env_factory
 from rllib_maml.algorithm.env_factory import HELD_OUT_SEED
 from rllib_maml.algorithm.rl_module import INNER_LR_PARAM, LEARN_INNER_LR_KEY
-from rllib_maml.algorithm.metrics import ADAPT_RETURN_PREFIX, PER_TASK, TASK_RETURNS, adapt_return_key
+from rllib_maml.algorithm.metrics import ADAPT_RETURN_PREFIX, PER_TASK, TASK_RETURNS, adapt_return_key, same_task_std
 from rllib_maml.tools.checkpoints import CheckpointInfo, module_weights, read_checkpoint, require_maml, require_non_maml
 from rllib_maml.tools.errors import UserError
 
@@ -349,13 +349,7 @@ def pre_adaptation_spread(rows: Sequence[Dict[str, Any]]) -> Tuple[float, float,
     stderrs = np.array([r["stderr"][0] for r in rows], dtype=float)
     stderrs = stderrs[~np.isnan(stderrs)]  # NaN: a task with one episode
     noise = float(np.sqrt(np.mean(stderrs**2))) if len(stderrs) else float("nan")
-    by_task: Dict[str, List[float]] = {}
-    for r in rows:
-        by_task.setdefault(repr(r["task"]), []).append(r["returns"][0])
-    repeats = [np.array(v) for v in by_task.values() if len(v) > 1]
-    dof = sum(len(v) - 1 for v in repeats)
-    same_task = float(np.sqrt(sum(((v - v.mean()) ** 2).sum() for v in repeats) / dof)) if dof else float("nan")
-    return std, noise, same_task
+    return std, noise, same_task_std([r["task"] for r in rows], before)
 
 
 def spread_table(curves: Sequence[Curve], group: Optional[str] = None) -> str:
