@@ -8,7 +8,7 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 import pytest
 
-from rllib_maml.algorithm.metrics import adaptation_metrics
+from rllib_maml.algorithm.metrics import adaptation_metrics, stderr
 from rllib_maml.core.data import TaskRollout
 
 
@@ -65,3 +65,10 @@ def test_the_spread_across_draws_of_the_same_task_leaves_out_the_hidden_task() -
     assert walker["pre_adaptation_return_std_same_task"] == pytest.approx(np.sqrt(200.0))
     assert math.isnan(metrics["per_task"]["H"]["pre_adaptation_return_std_same_task"])  # no task repeats
     assert metrics["pre_adaptation_return_std_same_task"] == pytest.approx(np.sqrt(200.0))  # the lone H task adds nothing
+
+
+def test_stderr_is_the_sample_std_over_root_n_and_nan_below_two_values() -> None:
+    assert stderr([1.0, 2.0, 3.0]) == pytest.approx(1.0 / math.sqrt(3))
+    assert stderr(np.array([4.0, 4.0])) == 0.0
+    assert math.isnan(stderr([5.0]))
+    assert math.isnan(stderr([]))

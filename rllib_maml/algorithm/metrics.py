@@ -62,9 +62,8 @@ def adaptation_metrics(rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, A
         # Per task, each task's episodes weighted equally (the pooled means above weight by episode count).
         before = np.array([r[0].episode_returns.mean() for r in task_rollouts])
         deltas = np.array([r[-1].episode_returns.mean() for r in task_rollouts]) - before
-        n = len(task_rollouts)
-        out[ADAPTATION_DELTA_STDERR] = float(deltas.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-        out[PRE_ADAPTATION_STD] = float(before.std(ddof=1)) if n > 1 else float("nan")
+        out[ADAPTATION_DELTA_STDERR] = stderr(deltas)
+        out[PRE_ADAPTATION_STD] = float(before.std(ddof=1)) if len(before) > 1 else float("nan")
         out[PRE_ADAPTATION_STD_SAME_TASK] = same_task_std([r[0].task for r in task_rollouts], before)
         return out
 
@@ -76,6 +75,12 @@ def adaptation_metrics(rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, A
     if groups:
         metrics[PER_TASK] = {g: curve([r for r in rollouts if r[0].group == g]) for g in groups}
     return metrics
+
+
+def stderr(values: Sequence[float]) -> float:
+    """The standard error of the mean of ``values`` (sample std / sqrt(n)), NaN for fewer than two."""
+    values = np.asarray(values, dtype=float)
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
 def same_task_std(tasks: Sequence[Any], values: Sequence[float]) -> float:
@@ -93,10 +98,6 @@ def task_returns(rollouts: Sequence[Sequence[TaskRollout]]) -> List[Dict[str, An
     """One row per task: ``task_index``, ``group``, ``task``, and per adaptation step its
     mean episode return (``returns``), episode count (``episodes``) and the standard error
     of that mean across its episodes (``stderr``, NaN for one episode)."""
-
-    def stderr(returns: np.ndarray) -> float:
-        return float(returns.std(ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else float("nan")
-
     return [
         {
             "task_index": steps[0].task_index,

@@ -21,7 +21,9 @@ from gymnasium.envs.registration import load_env_creator
 from rllib_maml.algorithm import env_factory
 from rllib_maml.algorithm.env_factory import HELD_OUT_SEED
 from rllib_maml.algorithm.rl_module import INNER_LR_PARAM, LEARN_INNER_LR_KEY
-from rllib_maml.algorithm.metrics import ADAPT_RETURN_PREFIX, PER_TASK, TASK_RETURNS, adapt_return_key, same_task_std
+from rllib_maml.algorithm.metrics import (
+    ADAPT_RETURN_PREFIX, PER_TASK, TASK_RETURNS, adapt_return_key, same_task_std, stderr,
+)
 from rllib_maml.tools.checkpoints import CheckpointInfo, module_weights, read_checkpoint, require_maml, require_non_maml
 from rllib_maml.tools.errors import UserError
 
@@ -44,6 +46,10 @@ class Curve:
     def returns_of(self, group: Optional[str] = None) -> List[float]:
         """``returns`` over all held-out tasks, or over one group's (body's) with ``group``."""
         return self.returns if group is None else self.per_group[group]
+
+    def tasks_of(self, group: Optional[str] = None) -> List[Dict[str, Any]]:
+        """``tasks`` rows of all held-out tasks, or of one group's (body's) with ``group``."""
+        return [r for r in self.tasks if group is None or r["group"] == group]
 
     @classmethod
     def from_metrics(cls, label: str, metrics: Dict[str, Any]) -> "Curve":
@@ -357,7 +363,7 @@ def spread_table(curves: Sequence[Curve], group: Optional[str] = None) -> str:
     only; "" if none has), over all held-out tasks or one group's."""
     lines = []
     for c in curves:
-        rows = [r for r in c.tasks if group is None or r["group"] == group]
+        rows = c.tasks_of(group)
         if rows:
             std, noise, same_task = pre_adaptation_spread(rows)
             lines.append(f"| {c.label} | {len(rows)} | {std:.2f} | {same_task:.2f} | {noise:.2f} |")
@@ -373,9 +379,7 @@ def paired_difference(a: Sequence[Dict[str, Any]], b: Sequence[Dict[str, Any]], 
     ``step`` inner steps, task by task (both ``tasks`` rows of the same held-out tasks)."""
     by_index = {r["task_index"]: r["returns"][step] for r in b}
     diffs = np.array([r["returns"][step] - by_index[r["task_index"]] for r in a if r["task_index"] in by_index])
-    if len(diffs) < 2:
-        return (float(diffs.mean()) if len(diffs) else float("nan")), float("nan")
-    return float(diffs.mean()), float(diffs.std(ddof=1) / np.sqrt(len(diffs)))
+    return (float(diffs.mean()) if len(diffs) else float("nan")), stderr(diffs)
 
 
 def steps_text(step: int) -> str:
@@ -388,11 +392,11 @@ def paired_line(curves: Sequence[Curve], group: Optional[str] = None) -> str:
     baseline by more than the tasks' noise."""
     if len(curves) < 2 or not (curves[0].tasks and curves[1].tasks):
         return ""
-    a, b = ([r for r in c.tasks if group is None or r["group"] == group] for c in curves[:2])
+    a, b = (c.tasks_of(group) for c in curves[:2])
     step = len(curves[0].returns) - 1
-    mean, stderr = paired_difference(a, b, step)
+    mean, se = paired_difference(a, b, step)
     return (f"\n\n{curves[0].label} minus {curves[1].label} after {steps_text(step)}, task by task: "
-            f"{mean:+.2f} ± {2 * stderr:.2f} (2 s.e. across {len(a)} tasks)")
+            f"{mean:+.2f} ± {2 * se:.2f} (2 s.e. across {len(a)} tasks)")
 
 
 def write_task_returns(curves: Sequence[Curve], path: Path) -> None:
