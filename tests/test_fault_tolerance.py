@@ -85,8 +85,12 @@ def test_failed_runner_is_restarted_and_the_task_resampled(
         # Every task at every step was sampled in full: 2 tasks x 2 steps x 2 episodes x 100 steps.
         assert result["env_runners"]["num_env_steps_sampled_lifetime"] == 2 * 2 * 2 * HORIZON
         assert algo.env_runner_group.num_remote_worker_restarts() >= 1
+        # The lost call is reported: on the new stack both tasks shared the failed runner.
+        assert result["maml"]["resampled_tasks"] >= 1
         assert algo.env_runner_group.healthy_worker_ids() == [1]
-        assert algo.train()["training_iteration"] == 2  # the restarted runner keeps working
+        second = algo.train()
+        assert second["training_iteration"] == 2  # the restarted runner keeps working
+        assert second["maml"]["resampled_tasks"] == 0
     finally:
         algo.stop()
 

@@ -106,7 +106,7 @@ def test_evaluate_adaptation_leaves_theta_unchanged(ray_session: None, new_api_s
         assert set(curve) == {
             "episode_return_mean_adapt_0", "episode_return_mean_adapt_1", "episode_return_mean_adapt_2", "adaptation_delta",
             "adaptation_delta_stderr", "pre_adaptation_return_std", "pre_adaptation_return_std_same_task",
-            "dropped_env_steps_fraction",
+            "dropped_env_steps_fraction", "resampled_tasks",
         }
         for name, value in theta(algo).items():
             np.testing.assert_array_equal(value, before_learner[name])

@@ -30,6 +30,9 @@ PRE_ADAPTATION_STD_SAME_TASK = "pre_adaptation_return_std_same_task"
 #: ``maml/dropped_env_steps_fraction``: the part of the iteration's env steps that were simulated
 #: in episodes still running when sampling had enough (counted in the budget, not learned from).
 DROPPED_ENV_STEPS_FRACTION = "dropped_env_steps_fraction"
+#: ``maml/resampled_tasks``: sampling calls of the iteration that a failed EnvRunner lost, each
+#: sampled again (:attr:`~rllib_maml.core.data.TaskRollout.num_failed_calls`); 0 when none failed.
+RESAMPLED_TASKS = "resampled_tasks"
 #: ``maml/per_task/<group>/...``: the same curve per task group (e.g. per morphology).
 PER_TASK = "per_task"
 #: ``evaluate_adaptation(..., with_task_returns=True)`` only: one row per task (:func:`task_returns`),
@@ -71,6 +74,7 @@ def adaptation_metrics(rollouts: Sequence[Sequence[TaskRollout]]) -> Dict[str, A
     env_steps, _ = sample_counts(rollouts)
     dropped = sum(r.num_dropped_env_steps for task_rollouts in rollouts for r in task_rollouts)
     metrics[DROPPED_ENV_STEPS_FRACTION] = dropped / env_steps if env_steps else 0.0
+    metrics[RESAMPLED_TASKS] = sum(r.num_failed_calls for task_rollouts in rollouts for r in task_rollouts)
     groups = sorted({r[0].group for r in rollouts if r[0].group is not None})
     if groups:
         metrics[PER_TASK] = {g: curve([r for r in rollouts if r[0].group == g]) for g in groups}

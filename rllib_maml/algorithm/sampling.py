@@ -76,6 +76,7 @@ def sample_on_runners(
     rollouts: Dict[int, TaskRollout] = {}
     pending = list(range(len(tasks)))
     failures = 0
+    failed_calls: Dict[int, int] = {}  # task index -> its failed sampling calls
     while pending:
         runner_ids = healthy_runner_ids(algo)
         if old_api_stack:
@@ -111,6 +112,8 @@ def sample_on_runners(
         lost = [i for i in attempted if i not in rollouts]
         if lost:
             failures += 1
+            for i in lost:
+                failed_calls[i] = failed_calls.get(i, 0) + 1
             if failures > MAX_SAMPLING_RETRIES:
                 raise RuntimeError(
                     f"Sampling tasks {lost} at adaptation step {step} failed {failures} times; giving up. A runner "
@@ -127,6 +130,7 @@ def sample_on_runners(
             pending = lost + pending
     for i, task in enumerate(tasks):
         check_finite(algo.config, rollouts[i], task)
+        rollouts[i].num_failed_calls = failed_calls.get(i, 0)
     return [rollouts[i] for i in range(len(tasks))]
 
 

@@ -33,6 +33,11 @@ class TaskRollout:
     simulated but could not return: episodes still running when it had enough
     (RLlib's ``sample(num_episodes=...)`` drops them). They are paid for, so they
     count towards the env-step budget, but they are not learned from.
+
+    ``num_failed_calls`` counts the sampling calls for this task that failed (a runner
+    raised, died or timed out) before this one returned it: the task was sampled again,
+    never dropped. The failed calls' env steps are unknown (nothing came back), so they
+    are not in the budget.
     """
 
     task_index: int
@@ -47,6 +52,7 @@ class TaskRollout:
     episode_lens: np.ndarray
     terminated: np.ndarray
     num_dropped_env_steps: int = 0
+    num_failed_calls: int = 0
 
     @property
     def num_env_steps(self) -> int:
