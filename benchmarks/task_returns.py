@@ -14,6 +14,8 @@ policies (MAML and the PPO baseline):
   of the same task value and the evaluation noise over episodes
   (:func:`rllib_maml.tools.compare.pre_adaptation_spread`): when the first is large and the
   other two small, the spread is the hidden task, not noise;
+* MAML's adaptation delta (after the last step minus before), task by task, ± 2
+  standard errors: whether the body adapts beyond the spread of its tasks;
 * MAML minus the baseline after the last step, task by task, ± 2 standard errors
   (:func:`rllib_maml.tools.compare.paired_difference`).
 """
@@ -29,6 +31,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from rllib_maml.algorithm.metrics import stderr
 from rllib_maml.tools.compare import TASK_RETURNS_CSV, paired_difference, pre_adaptation_spread, steps_text
 
 
@@ -65,10 +68,13 @@ def report(path: Path) -> str:
                 cells.append(f"{np.mean([x[0] for x in same]):.1f} → {np.mean([x[step] for x in same]):.1f}")
             lines.append(f"| {task} | {sum(r['task'] == task for r in a)} | {cells[0]} | {cells[1]} |")
         std, noise, same_task = pre_adaptation_spread(a)
-        mean, stderr = paired_difference(a, b, step)
+        deltas = [r["returns"][step] - r["returns"][0] for r in a]
+        mean, se = paired_difference(a, b, step)
         lines += ["", f"{maml_label} before adaptation: std across tasks {std:.1f}, across draws of the same task "
                   f"{same_task:.1f}, evaluation noise {noise:.1f}.",
-                  f"{maml_label} minus {base_label} after {steps_text(step)}, task by task: {mean:+.1f} ± {2 * stderr:.1f} "
+                  f"{maml_label} after {steps_text(step)} minus before, task by task: {np.mean(deltas):+.1f} ± "
+                  f"{2 * stderr(deltas):.1f} (2 s.e., {len(a)} tasks).",
+                  f"{maml_label} minus {base_label} after {steps_text(step)}, task by task: {mean:+.1f} ± {2 * se:.1f} "
                   f"(2 s.e., {len(a)} tasks).", ""]
     return "\n".join(lines)
 

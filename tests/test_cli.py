@@ -304,6 +304,8 @@ def test_task_returns_benchmark_reads_compares_csv_per_body_and_direction(tmp_pa
     assert "| ('Walker2d', -1.0) | 1 | 280.0 → 270.0 | 210.0 → 245.0 |" in out
     std, noise, same_task = cmp.pre_adaptation_spread(maml)
     assert f"std across tasks {std:.1f}, across draws of the same task {same_task:.1f}, evaluation noise 2.0." in out
+    # MAML's deltas 200, 200 and -10: mean 130, s.e. 70.
+    assert "MAML after 1 inner step minus before, task by task: +130.0 ± 140.0 (2 s.e., 3 tasks)." in out
     mean, stderr = cmp.paired_difference(maml, ppo, 1)
     assert f"MAML minus PPO after 1 inner step, task by task: {mean:+.1f} ± {2 * stderr:.1f} (2 s.e., 3 tasks)" in out
     assert (tmp_path / "kept.csv").read_text() == (tmp_path / "task_returns.csv").read_text()
